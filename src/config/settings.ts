@@ -1,0 +1,67 @@
+import { z } from 'zod';
+import { EXAMPLE_PRODUCT_CONFIG_PATH, ConfigError } from './product-config.js';
+
+/**
+ * Every environment variable meterd reads, validated once at startup into one frozen object.
+ * The README's configuration table lists each with its default and why it exists.
+ */
+const settingsSchema = z.object({
+  REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  /** Comma-separated host:port seeds; when set, meterd talks to a Redis Cluster instead of REDIS_URL. */
+  REDIS_CLUSTER_NODES: z.string().default(''),
+  REDIS_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'use 1-64 of letters, digits and . _ : -').default('meterd'),
+  REDIS_COMMAND_TIMEOUT_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
+  /** Accept a Redis whose maxmemory-policy may evict keys (balances could vanish): for experiments only. */
+  REDIS_ALLOW_EVICTION: z.enum(['true', 'false']).default('false'),
+  GRPC_HOST: z.string().default('0.0.0.0'),
+  GRPC_PORT: z.coerce.number().int().min(0).max(65_535).default(50_051),
+  METERD_CONFIG: z.string().default(EXAMPLE_PRODUCT_CONFIG_PATH),
+  SWEEP_INTERVAL_MS: z.coerce.number().int().min(50).max(60_000).default(1_000),
+  SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export interface Settings {
+  redisUrl: string;
+  redisClusterNodes: Array<{ host: string; port: number }>;
+  redisKeyPrefix: string;
+  redisCommandTimeoutMs: number;
+  redisAllowEviction: boolean;
+  grpcHost: string;
+  grpcPort: number;
+  productConfigPath: string;
+  sweepIntervalMs: number;
+  shutdownGraceMs: number;
+  logLevel: string;
+}
+
+function parseNodes(text: string): Array<{ host: string; port: number }> {
+  if (text.trim() === '') return [];
+  return text.split(',').map((entry) => {
+    const match = /^\s*([^:\s]+):(\d{1,5})\s*$/.exec(entry);
+    if (!match) throw new ConfigError(`REDIS_CLUSTER_NODES: "${entry}" is not host:port`);
+    return { host: match[1] as string, port: Number(match[2]) };
+  });
+}
+
+export function loadSettings(env: NodeJS.ProcessEnv = process.env): Readonly<Settings> {
+  const result = settingsSchema.safeParse(env);
+  if (!result.success) {
+    const lines = result.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new ConfigError(`environment: ${lines}`);
+  }
+  const s = result.data;
+  return Object.freeze({
+    redisUrl: s.REDIS_URL,
+    redisClusterNodes: parseNodes(s.REDIS_CLUSTER_NODES),
+    redisKeyPrefix: s.REDIS_KEY_PREFIX,
+    redisCommandTimeoutMs: s.REDIS_COMMAND_TIMEOUT_MS,
+    redisAllowEviction: s.REDIS_ALLOW_EVICTION === 'true',
+    grpcHost: s.GRPC_HOST,
+    grpcPort: s.GRPC_PORT,
+    productConfigPath: s.METERD_CONFIG,
+    sweepIntervalMs: s.SWEEP_INTERVAL_MS,
+    shutdownGraceMs: s.SHUTDOWN_GRACE_MS,
+    logLevel: s.LOG_LEVEL,
+  });
+}

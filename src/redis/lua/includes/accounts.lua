@@ -1,0 +1,79 @@
+--[[
+  Opens the account a request names: the account itself, the pool it draws on (itself, or its parent
+  for a space) and, for a space, the space. Both are brought up to date by lazy upkeep.
+  A space's id may hash to another partition than its parent's: there a stub {moved = <partition>}
+  stands in, and the caller retries in that partition (ids never move once placed).
+  Returns account, pool, space (nil for a root) or nil, reason, details.
+]]
+local function openAccount(ctx, accountId)
+  local account = getRecord(ctx, accountKey(ctx.P, accountId))
+  if not account then return nil, 'ACCOUNT_NOT_FOUND', { account_id = accountId } end
+  if account.f.moved then return nil, 'MOVED', { partition = account.f.moved } end
+  account.id = accountId
+  local pool, space = account, nil
+  local parentId = account.f.parent
+  if parentId and parentId ~= '' then
+    pool = getRecord(ctx, accountKey(ctx.P, parentId))
+    if not pool then return nil, 'ACCOUNT_NOT_FOUND', { account_id = parentId } end
+    pool.id = parentId
+    space = account
+  end
+  rollPeriod(ctx, pool)
+  expireTrial(ctx, pool)
+  expirePromos(ctx, pool)
+  expireDueHolds(ctx, pool, ctx.lazyExpiryMax)
+  if space then upkeepSpace(ctx, pool, space) end
+  return account, pool, space
+end
+
+-- What the pool could give a new hold: live buckets plus overage room.
+local function poolSpendable(ctx, pool)
+  local trial = 0
+  if getNum(pool, 'trial_end') > ctx.now then trial = getNum(pool, 'trial') end
+  local room = getNum(pool, 'ovg_limit') - getNum(pool, 'ovg')
+  if room < 0 then room = 0 end
+  return trial + getNum(pool, 'allow') + getNum(pool, 'promo') + getNum(pool, 'pack') + room
+end
+
+-- What is left of a space's per-period cap (holds included), or nil when it has none.
+local function spaceRoom(space)
+  if not space or not space.f.cap or space.f.cap == '' then return nil end
+  local room = getNum(space, 'cap') - getNum(space, 'sused')
+  if room < 0 then room = 0 end
+  return room
+end
+
+local function availableFor(ctx, pool, space)
+  local available = poolSpendable(ctx, pool)
+  local room = spaceRoom(space)
+  if room and room < available then available = room end
+  return available
+end
+
+local function balanceView(ctx, account, pool, space)
+  local available = availableFor(ctx, pool, space)
+  local threshold = getNum(account, 'low')
+  local trial = 0
+  if getNum(pool, 'trial_end') > ctx.now then trial = getNum(pool, 'trial') end
+  local room = spaceRoom(space)
+  return {
+    account_id = account.id,
+    plan = pool.f.plan or '',
+    available = intString(available),
+    held = intString(getNum(pool, 'held')),
+    allowance_remaining = intString(getNum(pool, 'allow')),
+    allowance_total = intString(getNum(pool, 'allow_total')),
+    trial_credits = intString(trial),
+    pack_credits = intString(getNum(pool, 'pack')),
+    grant_credits = intString(getNum(pool, 'promo')),
+    overage_used = intString(getNum(pool, 'ovg')),
+    overage_limit = intString(getNum(pool, 'ovg_limit')),
+    period_start = pool.f.ps,
+    period_end = pool.f.pe,
+    low_balance = threshold > 0 and available <= threshold,
+    pool_account_id = pool.id,
+    space_limit_remaining = room and intString(room) or nil,
+    trial_ends_at = pool.f.trial_end or '0',
+    pending_plan = pool.f.next_plan or '',
+  }
+end

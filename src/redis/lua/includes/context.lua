@@ -1,0 +1,57 @@
+--[[
+  Every script shares its first arguments, prepended by the TypeScript caller (script-runner.ts):
+    KEYS[1]  partition prefix "<prefix>:{p<n>}:" (all keys a script touches are built from it)
+    ARGV[1]  now, ms since the epoch (one injectable clock: scripts never call TIME)
+    ARGV[2]  the plan table, see planLookup
+    ARGV[3]  how long a settled reservation is kept, ms
+    ARGV[4]  how many expired holds one call may release for the pool it touches
+  A script's own arguments start at ARGV[5] (SCRIPT_ARGS).
+  The context caches every record it loads, so each hash is read once and written once (saveAll).
+]]
+local SCRIPT_ARGS = 5
+
+local function newContext()
+  return {
+    P = KEYS[1],
+    now = tonumber(ARGV[1]),
+    plans = ARGV[2],
+    settledRetentionMs = ARGV[3],
+    lazyExpiryMax = tonumber(ARGV[4]),
+    records = {},
+  }
+end
+
+-- The record stored at key (cached), or nil when the key does not exist.
+local function getRecord(ctx, key)
+  local record = ctx.records[key]
+  if record then return record end
+  record = loadRecord(key)
+  if record then ctx.records[key] = record end
+  return record
+end
+
+-- A record that does not exist yet; it is written by saveAll.
+local function newRecord(ctx, key)
+  local record = { key = key, f = {}, dirty = {} }
+  ctx.records[key] = record
+  return record
+end
+
+local function saveAll(ctx)
+  for _, record in pairs(ctx.records) do saveRecord(record) end
+end
+
+-- Replies are JSON objects whose amounts are decimal strings; errors carry `e` = the reason.
+local function finish(ctx, reply)
+  saveAll(ctx)
+  return cjson.encode(reply)
+end
+
+-- A refusal still saves what lazy upkeep (period roll-over, expiries) changed before it: those
+-- transitions are complete on their own and their ledger events are already appended.
+local function fail(ctx, reason, details)
+  saveAll(ctx)
+  local reply = details or {}
+  reply.e = reason
+  return cjson.encode(reply)
+end

@@ -1,0 +1,48 @@
+--[[
+  The reply shape of a reservation. States: H held, C committed, R released, E expired.
+]]
+local function reservationView(reservation, balance, replayed)
+  return {
+    reservation_id = reservation.id,
+    account_id = reservation.f.acct,
+    feature = reservation.f.feature,
+    held_credits = reservation.f.held,
+    expires_at = reservation.f.exp,
+    state = reservation.f.state,
+    user_id = reservation.f.user or '',
+    request_id = reservation.f.req or '',
+    replayed = replayed,
+    balance = balance,
+  }
+end
+
+-- The account named on a reservation, opened with its pool (for the balance in replies).
+local function openReservationAccount(ctx, reservation)
+  return openAccount(ctx, reservation.f.acct)
+end
+
+-- A refusal for a reservation that is no longer held.
+local function notHeldReason(reservation)
+  local state = reservation.f.state
+  if state == 'C' then return 'RESERVATION_COMMITTED' end
+  if state == 'R' then return 'RESERVATION_RELEASED' end
+  return 'RESERVATION_EXPIRED'
+end
+
+--[[
+  Holds `amount` more credits for a reservation (reserve or extend): the same checks for both.
+  Returns portions, or nil, reason, details when the credits are not there (nothing changed).
+]]
+local function holdCredits(ctx, pool, space, amount, deltas)
+  local available = availableFor(ctx, pool, space)
+  if amount > available then
+    return nil, 'INSUFFICIENT_CREDITS', {
+      required = intString(amount), available = intString(available),
+      held = intString(getNum(pool, 'held')), period_end = pool.f.pe,
+    }
+  end
+  local portions = takeCredits(ctx, pool, amount, true, deltas)
+  addNum(pool, 'held', amount)
+  if space then addNum(space, 'sused', amount) end
+  return portions
+end

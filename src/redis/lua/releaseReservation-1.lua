@@ -1,0 +1,44 @@
+--[[
+  Releases a held reservation: the AI call failed, nothing is charged and the held credits go back.
+  A repeat returns the first answer.
+  Input (after the shared arguments): ARGV[5] reservation id   ARGV[6] reason
+  Output: JSON {reservation_id, released, replayed, balance};
+    errors: RESERVATION_NOT_FOUND, RESERVATION_COMMITTED, RESERVATION_EXPIRED.
+]]
+--- @include "includes/numbers"
+--- @include "includes/keys"
+--- @include "includes/fields"
+--- @include "includes/context"
+--- @include "includes/plans"
+--- @include "includes/periodBounds"
+--- @include "includes/ledger"
+--- @include "includes/pricing"
+--- @include "includes/portions"
+--- @include "includes/upkeep"
+--- @include "includes/holds"
+--- @include "includes/accounts"
+--- @include "includes/reservations"
+
+local ctx = newContext()
+local a = SCRIPT_ARGS
+local reservationId, reason = ARGV[a], ARGV[a + 1]
+
+local reservation = getReservation(ctx, reservationId)
+if not reservation then return fail(ctx, 'RESERVATION_NOT_FOUND', { reservation_id = reservationId }) end
+local account, pool, space = openReservationAccount(ctx, reservation)
+if not account then return fail(ctx, pool, space) end
+
+local function reply(replayed)
+  return finish(ctx, {
+    reservation_id = reservationId, released = reservation.f.released, replayed = replayed,
+    balance = balanceView(ctx, account, pool, space),
+  })
+end
+
+if reservation.f.state == 'H' and getNum(reservation, 'exp') <= ctx.now then
+  expireHold(ctx, pool, reservation)
+end
+if reservation.f.state == 'R' then return reply(true) end
+if reservation.f.state ~= 'H' then return fail(ctx, notHeldReason(reservation), { reservation_id = reservationId }) end
+settleWithoutCharge(ctx, pool, reservation, 'R', 'release', reason)
+return reply(false)

@@ -1,0 +1,212 @@
+import type { ProductConfig } from '../config/product-config.js';
+import {
+  CREDITS_MAX, LAZY_EXPIRY_BATCH_MAX, OPERATION_ID_RETENTION_SECONDS, POOL_CREDITS_MAX, REQUEST_ID_RETENTION_SECONDS,
+  SETTLED_RESERVATION_RETENTION_SECONDS, USAGE_RETENTION_AFTER_PERIOD_SECONDS,
+} from '../config/limits.js';
+import type { Clock } from '../domain/clock.js';
+import type {
+  AdjustCommand, ChangePlanCommand, CommitCommand, ExtendCommand, GrantCommand, RefundCommand, ReleaseCommand,
+  ReserveCommand, UpsertAccountCommand,
+} from '../domain/commands.js';
+import { DomainError, ErrorReason, invalidArgument } from '../domain/errors.js';
+import type { CreditStore } from '../domain/ports.js';
+import type {
+  AccountResult, BalanceResult, CommitResult, ReleaseResult, ReservationResult, SweepResult, UsageResult,
+} from '../domain/types.js';
+import { homePartition, newReservationId, partitionPrefix, reservationPartition } from './keys.js';
+import type { RedisConnection } from './redis-connection.js';
+import {
+  decodeAccount, decodeBalance, decodeCommit, decodeRelease, decodeReservation, decodeSweep, decodeUsage, type Reply,
+} from './replies.js';
+import { loadScripts } from './script-loader.js';
+import { scriptRefusal, type ErrorContext } from './script-errors.js';
+
+export type ScriptName =
+  | 'reserveCredits' | 'commitReservation' | 'releaseReservation' | 'extendReservation' | 'expireReservations'
+  | 'getBalance' | 'upsertAccount' | 'placeAccountStub' | 'getAccount' | 'changePlan' | 'grantCredits'
+  | 'adjustCredits' | 'refundCharge' | 'getUsage';
+
+/** Observes every script call (metrics live outside the adapter). */
+export type ScriptObserver = (script: ScriptName, seconds: number, outcome: 'ok' | 'refused' | 'error') => void;
+
+export interface RedisCreditStoreOptions {
+  keyPrefix: string;
+  product: ProductConfig;
+  clock: Clock;
+  observe?: ScriptObserver;
+}
+
+/** Spaces whose stub sent us to their parent's partition; ids never move, so this never goes stale. */
+const MOVED_CACHE_ENTRIES_MAX = 100_000;
+
+const SECOND_MS = 1000;
+const ms = (seconds: number) => String(seconds * SECOND_MS);
+
+/** A failure of Redis itself (connection, timeout): the outcome is unknown, so the caller retries. */
+function unavailable(err: unknown): DomainError {
+  return new DomainError(ErrorReason.BACKEND_UNAVAILABLE, 'the credit store (Redis) is unavailable; retry with the same ids', {
+    cause: err instanceof Error ? err.message.slice(0, 200) : 'unknown',
+  });
+}
+
+/** Script errors (a Lua runtime error) are bugs, not outages. */
+function isScriptBug(err: unknown): boolean {
+  return err instanceof Error && /ERR .*(user_script|script|Lua)/i.test(err.message) && !/NOSCRIPT/.test(err.message);
+}
+
+export class RedisCreditStore implements CreditStore {
+  private readonly movedAccounts = new Map<string, number>();
+  private readonly keyPrefix: string;
+  private readonly product: ProductConfig;
+  private readonly clock: Clock;
+  private readonly observe: ScriptObserver;
+
+  constructor(private readonly redis: RedisConnection, options: RedisCreditStoreOptions) {
+    this.keyPrefix = options.keyPrefix;
+    this.product = options.product;
+    this.clock = options.clock;
+    this.observe = options.observe ?? (() => {});
+    // defineCommand sends EVALSHA and falls back to EVAL on NOSCRIPT (a flushed script cache is safe:
+    // NOSCRIPT means the script did not run). Script bodies are content-addressed by their SHA, so
+    // replicas of different versions sharing one Redis never run each other's code.
+    for (const script of loadScripts()) {
+      redis.defineCommand(script.name, { numberOfKeys: script.numberOfKeys, lua: script.lua });
+    }
+  }
+
+  /** Runs a script in one partition with the shared arguments first (see lua/includes/context.lua). */
+  private async run(script: ScriptName, partition: number, args: string[], context: ErrorContext = {}): Promise<Reply> {
+    const call = (this.redis as unknown as Record<ScriptName, (...a: string[]) => Promise<string>>)[script];
+    const shared = [String(this.clock.nowMs()), this.product.planTableText, ms(SETTLED_RESERVATION_RETENTION_SECONDS), String(LAZY_EXPIRY_BATCH_MAX)];
+    const started = process.hrtime.bigint();
+    let raw: string;
+    try {
+      raw = await call.call(this.redis, partitionPrefix(this.keyPrefix, partition), ...shared, ...args);
+    } catch (err) {
+      this.observe(script, Number(process.hrtime.bigint() - started) / 1e9, 'error');
+      if (isScriptBug(err)) throw err;
+      throw unavailable(err);
+    }
+    const reply = JSON.parse(raw) as Reply;
+    const refused = reply.e !== undefined;
+    this.observe(script, Number(process.hrtime.bigint() - started) / 1e9, refused ? 'refused' : 'ok');
+    if (refused && reply.e !== 'MOVED') throw scriptRefusal(reply, context);
+    return reply;
+  }
+
+  /** Runs a script for an account, following a space's stub to its parent's partition once. */
+  private async runForAccount(script: ScriptName, accountId: string, args: (partition: number) => string[], context?: ErrorContext): Promise<Reply> {
+    let partition = this.movedAccounts.get(accountId) ?? homePartition(accountId);
+    let reply = await this.run(script, partition, args(partition), context);
+    if (reply.e === 'MOVED') {
+      partition = Number(reply.partition);
+      this.rememberMoved(accountId, partition);
+      reply = await this.run(script, partition, args(partition), context);
+      if (reply.e === 'MOVED') throw new DomainError(ErrorReason.INTERNAL, `account ${accountId} moved twice`);
+    }
+    return reply;
+  }
+
+  private rememberMoved(accountId: string, partition: number): void {
+    if (this.movedAccounts.size >= MOVED_CACHE_ENTRIES_MAX) {
+      const oldest = this.movedAccounts.keys().next();
+      if (!oldest.done) this.movedAccounts.delete(oldest.value);
+    }
+    this.movedAccounts.set(accountId, partition);
+  }
+
+  private reservationPartitionOf(reservationId: string): number {
+    const partition = reservationPartition(reservationId);
+    if (partition === undefined) throw invalidArgument('reservation_id', 'is not a reservation id issued by meterd', 'r<partition>.<24 hex>');
+    return partition;
+  }
+
+  async reserve(c: ReserveCommand): Promise<ReservationResult> {
+    const reply = await this.runForAccount('reserveCredits', c.accountId, (partition) => [
+      c.accountId, c.requestId, c.feature.id, c.units?.toString() ?? '', c.credits?.toString() ?? '',
+      String(c.feature.credits), String(c.feature.perUnits), String(c.feature.minCredits),
+      String(c.ttlMs), c.userId, c.labelsJson, c.fingerprint, newReservationId(partition),
+      ms(REQUEST_ID_RETENTION_SECONDS), CREDITS_MAX.toString(),
+    ], { what: c.feature.id });
+    return decodeReservation(reply);
+  }
+
+  async commit(c: CommitCommand): Promise<CommitResult> {
+    const reply = await this.run('commitReservation', this.reservationPartitionOf(c.reservationId), [
+      c.reservationId, c.units?.toString() ?? '', c.credits?.toString() ?? '', CREDITS_MAX.toString(),
+      ms(USAGE_RETENTION_AFTER_PERIOD_SECONDS),
+    ]);
+    return decodeCommit(reply);
+  }
+
+  async release(c: ReleaseCommand): Promise<ReleaseResult> {
+    const reply = await this.run('releaseReservation', this.reservationPartitionOf(c.reservationId), [c.reservationId, c.reason]);
+    return decodeRelease(reply);
+  }
+
+  async extend(c: ExtendCommand): Promise<ReservationResult> {
+    const reply = await this.run('extendReservation', this.reservationPartitionOf(c.reservationId), [
+      c.reservationId, String(c.ttlMs), c.additionalCredits.toString(), c.requestId,
+    ], { what: `growing the hold by ${c.additionalCredits}` });
+    return decodeReservation(reply);
+  }
+
+  async getBalance(accountId: string): Promise<BalanceResult> {
+    return decodeBalance(await this.runForAccount('getBalance', accountId, () => [accountId]));
+  }
+
+  async upsertAccount(c: UpsertAccountCommand): Promise<AccountResult> {
+    const args = () => [
+      c.accountId, c.plan?.id ?? '', c.plan?.monthlyCredits.toString() ?? '0', c.plan?.overageLimit.toString() ?? '0',
+      c.billingAnchorMs === undefined ? '' : String(c.billingAnchorMs), c.parentId, c.spaceLimitCredits?.toString() ?? '',
+      c.trialCredits.toString(), String(c.trialEndsAtMs), c.lowBalanceThreshold.toString(),
+    ];
+    if (c.parentId === '') return decodeAccount(await this.runForAccount('upsertAccount', c.accountId, args));
+    // A space lives in its parent's partition; its own id's partition keeps a stub pointing there.
+    const target = homePartition(c.parentId);
+    const home = homePartition(c.accountId);
+    if (home !== target) {
+      await this.run('placeAccountStub', home, [c.accountId, String(target)]);
+      this.rememberMoved(c.accountId, target);
+    }
+    return decodeAccount(await this.run('upsertAccount', target, args()));
+  }
+
+  async getAccount(accountId: string): Promise<AccountResult> {
+    return decodeAccount(await this.runForAccount('getAccount', accountId, () => [accountId]));
+  }
+
+  async changePlan(c: ChangePlanCommand): Promise<AccountResult> {
+    return decodeAccount(await this.runForAccount('changePlan', c.accountId, () => [
+      c.accountId, c.plan.id, c.plan.monthlyCredits.toString(), c.plan.overageLimit.toString(),
+    ]));
+  }
+
+  async grant(c: GrantCommand): Promise<BalanceResult> {
+    return decodeBalance(await this.runForAccount('grantCredits', c.accountId, () => [
+      c.accountId, c.kind, c.credits.toString(), c.grantId, c.expiresAtMs === undefined ? '' : String(c.expiresAtMs),
+      c.reason, ms(OPERATION_ID_RETENTION_SECONDS), POOL_CREDITS_MAX.toString(),
+    ]));
+  }
+
+  async adjust(c: AdjustCommand): Promise<BalanceResult> {
+    return decodeBalance(await this.runForAccount('adjustCredits', c.accountId, () => [
+      c.accountId, c.delta.toString(), c.adjustmentId, c.reason, c.actor, ms(OPERATION_ID_RETENTION_SECONDS),
+      POOL_CREDITS_MAX.toString(),
+    ]));
+  }
+
+  async refund(c: RefundCommand): Promise<BalanceResult> {
+    return decodeBalance(await this.run('refundCharge', this.reservationPartitionOf(c.reservationId), [
+      c.reservationId, c.credits?.toString() ?? '', c.refundId, c.reason,
+    ]));
+  }
+
+  async getUsage(accountId: string): Promise<UsageResult> {
+    return decodeUsage(await this.runForAccount('getUsage', accountId, () => [accountId]));
+  }
+
+  async sweepExpired(partition: number, max: number): Promise<SweepResult> {
+    return decodeSweep(await this.run('expireReservations', partition, [String(max)]));
+  }
+}
