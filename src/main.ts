@@ -1,0 +1,43 @@
+import { loadProductConfig, ConfigError } from './config/product-config.js';
+import { loadSettings } from './config/settings.js';
+import { startMeterd, UnfitRedisError } from './app.js';
+import { createLogger } from './observability/logger.js';
+
+/** Composition root: settings → product config → meterd; SIGTERM/SIGINT drain, a second forces exit. */
+async function main(): Promise<void> {
+  let logger = createLogger(process.env.LOG_LEVEL ?? 'info');
+  try {
+    const settings = loadSettings();
+    logger = createLogger(settings.logLevel);
+    const product = loadProductConfig(settings.productConfigPath);
+    logger.info({ config: settings.productConfigPath, plans: product.plans.size, features: product.features.size }, 'product config loaded');
+    const meterd = await startMeterd({ settings, product, logger });
+    let stopping = false;
+    const shutdown = (signal: string) => {
+      if (stopping) {
+        logger.warn({ signal }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      stopping = true;
+      logger.info({ signal }, 'draining');
+      meterd.stop().then(
+        () => process.exit(0),
+        (err: unknown) => {
+          logger.error({ err }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    };
+    process.on('SIGTERM', () => shutdown('SIGTERM'));
+    process.on('SIGINT', () => shutdown('SIGINT'));
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof UnfitRedisError) {
+      logger.fatal({ problem: err.message }, 'cannot start');
+    } else {
+      logger.fatal({ err }, 'cannot start');
+    }
+    process.exit(1);
+  }
+}
+
+void main();
