@@ -25,14 +25,9 @@ local ctx = newContext()
 local a = SCRIPT_ARGS
 local reservationId, ttlMs, additional, requestId = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
 
-local reservation = getReservation(ctx, reservationId)
-if not reservation then return fail(ctx, 'RESERVATION_NOT_FOUND', { reservation_id = reservationId }) end
-local account, pool, space = openReservationAccount(ctx, reservation)
-if not account then return fail(ctx, pool, space) end
+local reservation, account, pool, space = openReservation(ctx, reservationId)
+if not reservation then return fail(ctx, account, pool) end
 
-if reservation.f.state == 'H' and getNum(reservation, 'exp') <= ctx.now then
-  expireHold(ctx, pool, reservation)
-end
 if reservation.f.state ~= 'H' then return fail(ctx, notHeldReason(reservation), { reservation_id = reservationId }) end
 
 local replayed = false

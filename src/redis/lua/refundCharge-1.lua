@@ -27,10 +27,8 @@ local ctx = newContext()
 local a = SCRIPT_ARGS
 local reservationId, creditsText, refundId, reason = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
 
-local reservation = getReservation(ctx, reservationId)
-if not reservation then return fail(ctx, 'RESERVATION_NOT_FOUND', { reservation_id = reservationId }) end
-local account, pool, space = openReservationAccount(ctx, reservation)
-if not account then return fail(ctx, pool, space) end
+local reservation, account, pool, space = openReservation(ctx, reservationId)
+if not reservation then return fail(ctx, account, pool) end
 if reservation.f.state ~= 'C' then
   return fail(ctx, 'RESERVATION_NOT_COMMITTED', { reservation_id = reservationId, state = reservation.f.state })
 end

@@ -23,10 +23,8 @@ local ctx = newContext()
 local a = SCRIPT_ARGS
 local reservationId, reason = ARGV[a], ARGV[a + 1]
 
-local reservation = getReservation(ctx, reservationId)
-if not reservation then return fail(ctx, 'RESERVATION_NOT_FOUND', { reservation_id = reservationId }) end
-local account, pool, space = openReservationAccount(ctx, reservation)
-if not account then return fail(ctx, pool, space) end
+local reservation, account, pool, space = openReservation(ctx, reservationId)
+if not reservation then return fail(ctx, account, pool) end
 
 local function reply(replayed)
   return finish(ctx, {
@@ -35,9 +33,6 @@ local function reply(replayed)
   })
 end
 
-if reservation.f.state == 'H' and getNum(reservation, 'exp') <= ctx.now then
-  expireHold(ctx, pool, reservation)
-end
 if reservation.f.state == 'R' then return reply(true) end
 if reservation.f.state ~= 'H' then return fail(ctx, notHeldReason(reservation), { reservation_id = reservationId }) end
 settleWithoutCharge(ctx, pool, reservation, 'R', 'release', reason)

@@ -16,9 +16,20 @@ local function reservationView(reservation, balance, replayed)
   }
 end
 
--- The account named on a reservation, opened with its pool (for the balance in replies).
-local function openReservationAccount(ctx, reservation)
-  return openAccount(ctx, reservation.f.acct)
+--[[
+  Opens a reservation by id with the account it was made for and that account's pool (for the
+  balance in replies). A hold past its TTL is expired first, so callers see its final state.
+  Returns reservation, account, pool, space or nil, reason, details.
+]]
+local function openReservation(ctx, reservationId)
+  local reservation = getReservation(ctx, reservationId)
+  if not reservation then return nil, 'RESERVATION_NOT_FOUND', { reservation_id = reservationId } end
+  local account, pool, space = openAccount(ctx, reservation.f.acct)
+  if not account then return nil, pool, space end
+  if reservation.f.state == 'H' and getNum(reservation, 'exp') <= ctx.now then
+    expireHold(ctx, pool, reservation)
+  end
+  return reservation, account, pool, space
 end
 
 -- A refusal for a reservation that is no longer held.

@@ -27,12 +27,7 @@ local function applyPlanChange(ctx, pool, planId, monthlyText, overageLimitText)
   local monthly = tonumber(monthlyText)
   if monthly > getNum(pool, 'allow_total') then
     local allowanceDelta = monthly - getNum(pool, 'allow')
-    setText(pool, 'plan', planId)
-    setText(pool, 'next_plan', '')
-    setText(pool, 'allow_total', monthlyText)
-    setText(pool, 'allow', monthlyText)
-    setText(pool, 'ovg_limit', overageLimitText)
-    addNum(pool, 'ae', 1)
+    startAllowance(pool, planId, monthlyText, overageLimitText)
     appendEvent(ctx, pool, 'plan_upgrade', { allowance = intString(allowanceDelta), plan = planId })
   else
     setText(pool, 'next_plan', planId)

@@ -6,6 +6,16 @@
   - holds past their TTL are released (at most ctx.lazyExpiryMax per call; the sweeper does the rest).
   Each transition appends its ledger event.
 ]]
+-- Puts a pool on a plan with its full allowance; a new allowance epoch retires older held allowance.
+local function startAllowance(pool, planId, monthlyText, overageLimitText)
+  setText(pool, 'plan', planId)
+  setText(pool, 'next_plan', '')
+  setText(pool, 'allow_total', monthlyText)
+  setText(pool, 'allow', monthlyText)
+  setText(pool, 'ovg_limit', overageLimitText)
+  addNum(pool, 'ae', 1)
+end
+
 local function rollPeriod(ctx, pool)
   if ctx.now < getNum(pool, 'pe') then return end
   local startMs, endMs = periodBounds(getNum(pool, 'anchor'), ctx.now)
@@ -18,15 +28,10 @@ local function rollPeriod(ctx, pool)
   end
   local allowanceDelta = tonumber(monthly) - getNum(pool, 'allow')
   local overageDelta = -getNum(pool, 'ovg')
-  setText(pool, 'plan', planId)
-  setText(pool, 'next_plan', '')
-  setText(pool, 'allow_total', monthly)
-  setText(pool, 'allow', monthly)
-  setText(pool, 'ovg_limit', overageLimit)
+  startAllowance(pool, planId, monthly, overageLimit)
   setNum(pool, 'ovg', 0)
   setNum(pool, 'ps', startMs)
   setNum(pool, 'pe', endMs)
-  addNum(pool, 'ae', 1)
   appendEvent(ctx, pool, 'period_reset', {
     allowance = intString(allowanceDelta), overage = intString(overageDelta), plan = planId,
     period_start = intString(startMs), period_end = intString(endMs),
