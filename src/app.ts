@@ -31,7 +31,8 @@ export async function startMeterd(options: {
 }): Promise<Meterd> {
   const { settings, product, logger } = options;
   const clock = options.clock ?? systemClock;
-  const redis = await connectRedis(settings);
+  const redisLogger = logger.child({ component: 'redis' });
+  const redis = await connectRedis(settings, (err) => redisLogger.warn({ err: err.message }, 'redis connection error'));
   try {
     const fitness = await checkRedisFitness(redis);
     for (const advice of fitness.advice) logger.warn({ advice }, 'redis durability advice');

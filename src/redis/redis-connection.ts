@@ -25,8 +25,10 @@ function commonOptions(settings: Pick<Settings, 'redisCommandTimeoutMs'>) {
   };
 }
 
+/** onError sees connection errors (ioredis reconnects by itself; calls meanwhile fail with UNAVAILABLE). */
 export async function connectRedis(
   settings: Pick<Settings, 'redisUrl' | 'redisClusterNodes' | 'redisCommandTimeoutMs'>,
+  onError: (err: Error) => void,
 ): Promise<RedisConnection> {
   if (settings.redisClusterNodes.length > 0) {
     const cluster = new Cluster(settings.redisClusterNodes, {
@@ -36,10 +38,12 @@ export async function connectRedis(
       slotsRefreshTimeout: 2_000,
       clusterRetryStrategy: (attempt: number) => Math.min(100 * 2 ** attempt, 2_000),
     });
+    cluster.on('error', onError);
     await cluster.connect();
     return cluster;
   }
   const redis = new Redis(settings.redisUrl, commonOptions(settings));
+  redis.on('error', onError);
   await redis.connect();
   return redis;
 }

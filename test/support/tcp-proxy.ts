@@ -45,38 +45,40 @@ export async function startTcpProxy(upstream: { host: string; port: number }): P
   const server: Server = createServer((client) => {
     accepted++;
     track(client);
-    const server = connect(upstream.port, upstream.host);
-    track(server);
+    const redis = connect(upstream.port, upstream.host);
+    track(redis);
     // The end of the previous upstream chunk, so a marker split across two chunks is still found.
     let tail = Buffer.alloc(0);
 
     client.on('data', (chunk: Buffer) => {
-      if (!server.write(chunk)) {
+      if (!redis.write(chunk)) {
         client.pause();
-        server.once('drain', () => client.resume());
+        redis.once('drain', () => client.resume());
       }
     });
-    server.on('data', (chunk: Buffer) => {
+    redis.on('data', (chunk: Buffer) => {
       const current = armed;
       if (current) {
         const window = tail.length > 0 ? Buffer.concat([tail, chunk]) : chunk;
         if (window.includes(current.marker)) {
           armed = null;
           client.destroy();
-          server.destroy();
+          redis.destroy();
           current.resolve(chunk);
           return;
         }
-        const keep = Math.max(0, current.marker.length - 1);
-        tail = keep === 0 ? Buffer.alloc(0) : Buffer.from(window.subarray(Math.max(0, window.length - keep)));
+        const keep = current.marker.length - 1;
+        tail = Buffer.from(window.subarray(Math.max(0, window.length - keep)));
+      } else {
+        tail = Buffer.alloc(0);
       }
       if (!client.write(chunk)) {
-        server.pause();
-        client.once('drain', () => server.resume());
+        redis.pause();
+        client.once('drain', () => redis.resume());
       }
     });
-    client.once('close', () => server.destroy());
-    server.once('close', () => client.destroy());
+    client.once('close', () => redis.destroy());
+    redis.once('close', () => client.destroy());
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -106,17 +108,15 @@ export async function startTcpProxy(upstream: { host: string; port: number }): P
     swallowNextReplyContaining(marker: string): Promise<Buffer> {
       if (marker === '') throw new Error('tcp proxy: empty marker');
       if (armed) throw new Error(`tcp proxy: already armed with "${armed.marker.toString()}"`);
-      return new Promise<Buffer>((resolve, reject) => {
+      const swallowed = new Promise<Buffer>((resolve, reject) => {
         armed = { marker: Buffer.from(marker, 'utf8'), resolve, reject };
       });
+      swallowed.catch(() => {}); // a caller that never awaits it must not see an unhandled rejection
+      return swallowed;
     },
     disarm,
     async close() {
-      if (armed) {
-        const current = armed;
-        armed = null;
-        current.reject(new Error('tcp proxy closed'));
-      }
+      disarm();
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
