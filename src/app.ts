@@ -45,6 +45,7 @@ export async function startMeterd(options: {
     throw err;
   }
   const store = new RedisCreditStore(redis, { keyPrefix: settings.redisKeyPrefix, product, clock });
+  await store.loadScripts();
   const sweeper = new ExpirySweeper(store, settings.sweepIntervalMs, logger.child({ component: 'sweeper' }));
   const grpc = await startGrpcServer(settings.grpcHost, settings.grpcPort, {
     store, product, clock, logger: logger.child({ component: 'grpc' }), observe: () => {},

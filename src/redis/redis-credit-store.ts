@@ -14,11 +14,12 @@ import type {
   AccountResult, BalanceResult, CommitResult, ReleaseResult, ReservationResult, SweepResult, UsageResult,
 } from '../domain/types.js';
 import { homePartition, newReservationId, partitionPrefix, reservationPartition } from './keys.js';
+import { Cluster } from 'ioredis';
 import type { RedisConnection } from './redis-connection.js';
 import {
   decodeAccount, decodeBalance, decodeCommit, decodeRelease, decodeReservation, decodeSweep, decodeUsage, type Reply,
 } from './replies.js';
-import { loadScripts } from './script-loader.js';
+import { buildLibrary, type ScriptLibrary } from './script-loader.js';
 import { scriptRefusal, type ErrorContext } from './script-errors.js';
 
 export type ScriptName =
@@ -51,8 +52,11 @@ function unavailable(err: unknown): DomainError {
 
 /** Script errors (a Lua runtime error) are bugs, not outages. */
 function isScriptBug(err: unknown): boolean {
-  return err instanceof Error && /ERR .*(user_script|script|Lua)/i.test(err.message) && !/NOSCRIPT/.test(err.message);
+  return err instanceof Error && /ERR .*(user_function|user_script|script|Lua)/i.test(err.message) && !/Function not found/i.test(err.message);
 }
+
+/** The scripts as one Redis Function library, built once per process. */
+const LIBRARY: ScriptLibrary = buildLibrary();
 
 export class RedisCreditStore implements CreditStore {
   private readonly movedAccounts = new Map<string, number>();
@@ -66,22 +70,35 @@ export class RedisCreditStore implements CreditStore {
     this.product = options.product;
     this.clock = options.clock;
     this.observe = options.observe ?? (() => {});
-    // defineCommand sends EVALSHA and falls back to EVAL on NOSCRIPT (a flushed script cache is safe:
-    // NOSCRIPT means the script did not run). Script bodies are content-addressed by their SHA, so
-    // replicas of different versions sharing one Redis never run each other's code.
-    for (const script of loadScripts()) {
-      redis.defineCommand(script.name, { numberOfKeys: script.numberOfKeys, lua: script.lua });
-    }
+  }
+
+  /**
+   * Loads the script library into every master (FUNCTION LOAD REPLACE: same name, same content).
+   * Functions persist in the AOF/RDB and replicate; a node that lost them (a restart without
+   * persistence, a new cluster node) answers "Function not found" and run() loads them again.
+   */
+  async loadScripts(): Promise<void> {
+    const nodes = this.redis instanceof Cluster ? this.redis.nodes('master') : [this.redis];
+    await Promise.all(nodes.map((node) => node.call('FUNCTION', 'LOAD', 'REPLACE', LIBRARY.code)));
   }
 
   /** Runs a script in one partition with the shared arguments first (see lua/includes/context.lua). */
   private async run(script: ScriptName, partition: number, args: string[], context: ErrorContext = {}): Promise<Reply> {
-    const call = (this.redis as unknown as Record<ScriptName, (...a: string[]) => Promise<string>>)[script];
+    const name = LIBRARY.functions.get(script);
+    if (name === undefined) throw new Error(`no Lua script ${script}`);
     const shared = [String(this.clock.nowMs()), this.product.planTableText, ms(SETTLED_RESERVATION_RETENTION_SECONDS), String(LAZY_EXPIRY_BATCH_MAX)];
+    const call = () => this.redis.fcall(name, 1, partitionPrefix(this.keyPrefix, partition), ...shared, ...args) as Promise<string>;
     const started = process.hrtime.bigint();
     let raw: string;
     try {
-      raw = await call.call(this.redis, partitionPrefix(this.keyPrefix, partition), ...shared, ...args);
+      try {
+        raw = await call();
+      } catch (err) {
+        // The function did not run: safe to load the library and call once more.
+        if (!(err instanceof Error) || !/Function not found/i.test(err.message)) throw err;
+        await this.loadScripts();
+        raw = await call();
+      }
     } catch (err) {
       this.observe(script, Number(process.hrtime.bigint() - started) / 1e9, 'error');
       if (isScriptBug(err)) throw err;

@@ -1,46 +1,84 @@
+import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /**
- * Loads src/redis/lua/<verbNoun>-<numberOfKeys>.lua and inlines `--- @include "includes/<name>"`
- * lines (BullMQ's layout): each include is inlined once per script, in the order first named.
+ * Loads src/redis/lua/<verbNoun>-<numberOfKeys>.lua (BullMQ's layout): each script names the shared
+ * functions it needs with `--- @include "includes/<name>"` lines.
+ *
+ * meterd runs them as one Redis Function library (buildLibrary): every include is defined once when
+ * the library loads, and each script becomes a registered function, so a call pays only for its own
+ * work — not for re-creating some sixty helper closures on every EVALSHA. loadScripts() gives each
+ * script as a stand-alone EVAL text, for tests.
  */
 export const LUA_DIRECTORY = fileURLToPath(new URL('./lua/', import.meta.url));
 
 export interface LoadedScript {
   name: string;
   numberOfKeys: number;
+  /** The script with its includes inlined: runnable with EVAL. */
   lua: string;
+  /** The includes it names, in order, and its own text without the include lines. */
+  includes: string[];
+  body: string;
 }
 
 const INCLUDE_LINE = /^-{2,3}[ \t]*@include[ \t]+(["'])(.+?)\1[ \t]*$/;
 
-export function inlineIncludes(directory: string, source: string, seen = new Set<string>(), chain: string[] = []): string {
-  return source
-    .split('\n')
-    .map((line) => {
-      const match = INCLUDE_LINE.exec(line);
-      if (!match) return line;
-      const name = match[2] as string;
-      if (chain.includes(name)) throw new Error(`circular Lua include: ${[...chain, name].join(' -> ')}`);
-      if (seen.has(name)) return `-- (${name} already included)`;
-      seen.add(name);
-      const text = readFileSync(join(directory, `${name}.lua`), 'utf8');
-      return inlineIncludes(directory, text, seen, [...chain, name]);
-    })
-    .join('\n');
+function readInclude(directory: string, name: string): string {
+  const text = readFileSync(join(directory, `${name}.lua`), 'utf8');
+  if (text.split('\n').some((line) => INCLUDE_LINE.test(line))) {
+    throw new Error(`Lua include ${name} includes others; includes must be flat (list them in the script)`);
+  }
+  return text;
 }
 
 export function loadScripts(directory = LUA_DIRECTORY): LoadedScript[] {
   const scripts = readdirSync(directory)
     .filter((file) => file.endsWith('.lua'))
+    .sort()
     .map((file) => {
       const match = /^([a-z][A-Za-z]+)-(\d+)$/.exec(basename(file, '.lua'));
       if (!match) throw new Error(`Lua script ${file} must be named <verbNoun>-<numberOfKeys>.lua`);
-      const lua = inlineIncludes(directory, readFileSync(join(directory, file), 'utf8'));
-      return { name: match[1] as string, numberOfKeys: Number(match[2]), lua };
+      const includes: string[] = [];
+      const bodyLines: string[] = [];
+      for (const line of readFileSync(join(directory, file), 'utf8').split('\n')) {
+        const include = INCLUDE_LINE.exec(line);
+        if (include) includes.push(include[2] as string);
+        else bodyLines.push(line);
+      }
+      const body = bodyLines.join('\n');
+      const lua = [...includes.map((name) => readInclude(directory, name)), body].join('\n');
+      return { name: match[1] as string, numberOfKeys: Number(match[2]), lua, includes, body };
     });
   if (scripts.length === 0) throw new Error(`no Lua scripts in ${directory}`);
   return scripts;
+}
+
+export interface ScriptLibrary {
+  /** Library name, versioned by content: replicas of different versions never call each other's code. */
+  name: string;
+  code: string;
+  /** Script name → the Redis Function to FCALL. */
+  functions: Map<string, string>;
+}
+
+/** All scripts as one Redis Function library (Redis ≥ 7.0). */
+export function buildLibrary(directory = LUA_DIRECTORY): ScriptLibrary {
+  const scripts = loadScripts(directory);
+  const includeOrder: string[] = [];
+  for (const script of scripts) {
+    for (const name of script.includes) if (!includeOrder.includes(name)) includeOrder.push(name);
+  }
+  const parts = [...includeOrder.map((name) => readInclude(directory, name))];
+  for (const script of scripts) {
+    parts.push(`local function script_${script.name}(KEYS, ARGV)\n${script.body}\nend`);
+  }
+  const definitions = parts.join('\n');
+  const version = createHash('sha256').update(definitions).digest('hex').slice(0, 12);
+  const functions = new Map(scripts.map((s) => [s.name, `${s.name}_${version}`]));
+  const registrations = scripts.map((s) => `redis.register_function('${functions.get(s.name)}', script_${s.name})`);
+  const name = `meterd_${version}`;
+  return { name, code: `#!lua name=${name}\n${definitions}\n${registrations.join('\n')}\n`, functions };
 }

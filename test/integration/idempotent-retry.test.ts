@@ -90,6 +90,7 @@ describe('a retry after a lost reply never charges twice', () => {
     const requestId = unique('req');
     const request = { accountId, feature: 'image_1k', requestId, userId: 'alice', labels: { model: 'x' } };
 
+    const connectionsBefore = proxy.connectionsAccepted;
     const swallowed = proxy.swallowNextReplyContaining(requestId);
     const lost = await rejection(metering().reserveCredits(request));
     expect(lost.code).toBe(status.UNAVAILABLE);
@@ -111,6 +112,7 @@ describe('a retry after a lost reply never charges twice', () => {
     const after = await balance(accountId);
     expect(after.held).toBe(30n);
     expect(after.available).toBe(220n);
+    expect(proxy.connectionsAccepted).toBeGreaterThan(connectionsBefore); // meterd reconnected in between
 
     const partition = reservationPartition(retried.reservationId);
     expect(partition).toBe(homePartition(accountId));

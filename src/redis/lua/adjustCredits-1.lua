@@ -23,7 +23,7 @@
 --- @include "includes/reservations"
 --- @include "includes/settings"
 
-local ctx = newContext()
+local ctx = newContext(KEYS, ARGV)
 local a = SCRIPT_ARGS
 local deltaText, adjustmentId, reason, actor = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
 local retentionMs, poolMax = ARGV[a + 5], tonumber(ARGV[a + 6])

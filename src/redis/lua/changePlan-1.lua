@@ -21,7 +21,7 @@
 --- @include "includes/reservations"
 --- @include "includes/settings"
 
-local ctx = newContext()
+local ctx = newContext(KEYS, ARGV)
 local a = SCRIPT_ARGS
 local account, pool, space = openAccount(ctx, ARGV[a])
 if not account then return fail(ctx, pool, space) end

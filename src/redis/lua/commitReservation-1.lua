@@ -22,7 +22,7 @@
 --- @include "includes/accounts"
 --- @include "includes/reservations"
 
-local ctx = newContext()
+local ctx = newContext(KEYS, ARGV)
 local a = SCRIPT_ARGS
 local reservationId, units, credits, creditsMax = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
 

@@ -18,7 +18,7 @@
 --- @include "includes/accounts"
 --- @include "includes/reservations"
 
-local ctx = newContext()
+local ctx = newContext(KEYS, ARGV)
 local max = tonumber(ARGV[SCRIPT_ARGS])
 local due = redis.call('ZRANGEBYSCORE', expiryKey(ctx.P), '-inf', intString(ctx.now), 'LIMIT', 0, max)
 local expired, credits = 0, 0

@@ -21,7 +21,7 @@
 --- @include "includes/accounts"
 --- @include "includes/reservations"
 
-local ctx = newContext()
+local ctx = newContext(KEYS, ARGV)
 local a = SCRIPT_ARGS
 local reservationId, ttlMs, additional, requestId = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
 

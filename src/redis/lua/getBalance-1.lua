@@ -17,7 +17,7 @@
 --- @include "includes/accounts"
 --- @include "includes/reservations"
 
-local ctx = newContext()
+local ctx = newContext(KEYS, ARGV)
 local account, pool, space = openAccount(ctx, ARGV[SCRIPT_ARGS])
 if not account then return fail(ctx, pool, space) end
 return finish(ctx, balanceView(ctx, account, pool, space))

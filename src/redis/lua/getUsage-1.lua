@@ -21,7 +21,7 @@
 --- @include "includes/reservations"
 --- @include "includes/settings"
 
-local ctx = newContext()
+local ctx = newContext(KEYS, ARGV)
 local account, pool, space = openAccount(ctx, ARGV[SCRIPT_ARGS])
 if not account then return fail(ctx, pool, space) end
 local counters = redis.call('HGETALL', usageKey(ctx.P, account.id, pool.f.ps))

@@ -24,7 +24,7 @@
 -- A grant without an expiry sorts after every dated one (2^53 - 1 ms).
 local NEVER_MS = '9007199254740991'
 
-local ctx = newContext()
+local ctx = newContext(KEYS, ARGV)
 local a = SCRIPT_ARGS
 local kind, creditsText, grantId, expiresMs, reason = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
 local retentionMs, poolMax = ARGV[a + 6], tonumber(ARGV[a + 7])

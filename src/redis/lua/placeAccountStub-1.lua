@@ -10,7 +10,7 @@
 --- @include "includes/fields"
 --- @include "includes/context"
 
-local ctx = newContext()
+local ctx = newContext(KEYS, ARGV)
 local accountId, partition = ARGV[SCRIPT_ARGS], ARGV[SCRIPT_ARGS + 1]
 local key = accountKey(ctx.P, accountId)
 local moved = redis.call('HGET', key, 'moved')

@@ -23,7 +23,7 @@
 --- @include "includes/reservations"
 --- @include "includes/settings"
 
-local ctx = newContext()
+local ctx = newContext(KEYS, ARGV)
 local a = SCRIPT_ARGS
 local reservationId, creditsText, refundId, reason = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
 

@@ -19,7 +19,7 @@
 --- @include "includes/accounts"
 --- @include "includes/reservations"
 
-local ctx = newContext()
+local ctx = newContext(KEYS, ARGV)
 local a = SCRIPT_ARGS
 local reservationId, reason = ARGV[a], ARGV[a + 1]
 

@@ -25,7 +25,7 @@
 --- @include "includes/accounts"
 --- @include "includes/reservations"
 
-local ctx = newContext()
+local ctx = newContext(KEYS, ARGV)
 local a = SCRIPT_ARGS
 local accountId, requestId, feature = ARGV[a], ARGV[a + 1], ARGV[a + 2]
 local units, credits = ARGV[a + 3], ARGV[a + 4]

@@ -26,7 +26,7 @@
 --- @include "includes/reservations"
 --- @include "includes/settings"
 
-local ctx = newContext()
+local ctx = newContext(KEYS, ARGV)
 local a = SCRIPT_ARGS
 local accountId, planId, monthly, overageLimit = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
 local anchor, parentId, cap = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]

@@ -5,12 +5,13 @@
     ARGV[2]  the plan table, see planLookup
     ARGV[3]  how long a settled reservation is kept, ms
     ARGV[4]  how many expired holds one call may release for the pool it touches
-  A script's own arguments start at ARGV[5] (SCRIPT_ARGS).
+  A script's own arguments start at ARGV[5] (SCRIPT_ARGS). KEYS and ARGV are passed in because in a
+  Redis Function (how meterd loads the scripts) they are parameters, not globals.
   The context caches every record it loads, so each hash is read once and written once (saveAll).
 ]]
 local SCRIPT_ARGS = 5
 
-local function newContext()
+local function newContext(KEYS, ARGV)
   return {
     P = KEYS[1],
     now = tonumber(ARGV[1]),

@@ -1,0 +1,390 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { status, type ServiceError } from '@grpc/grpc-js';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Balance } from '../../src/gen/meterd/v1/types.js';
+import { ReservationState } from '../../src/gen/meterd/v1/types.js';
+import { errorInfoOf } from '../../src/grpc/status-details.js';
+import { homePartition, partitionPrefix } from '../../src/redis/keys.js';
+import { connectClients, type TestClients } from '../support/grpc-clients.js';
+import { deleteKeys, LOCAL_REDIS } from '../support/meterd.js';
+import { freePort } from '../support/redis-servers.js';
+
+/**
+ * Atomicity under contention, end to end: two real meterd OS processes (as two gateway sidecars
+ * would run) share one Redis, and many reserves race for the same pool through gRPC. Exactly what
+ * the pool holds is granted, never more, and no reply ever shows a balance below zero.
+ */
+
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const TSX = join(REPO_ROOT, 'node_modules/.bin/tsx');
+const REDIS_URL = LOCAL_REDIS.url ?? 'redis://127.0.0.1:6379';
+const READY_WITHIN_MS = 20_000;
+const STOP_GRACE_MS = 5_000;
+const OUTPUT_TAIL_CHARS = 8_000;
+
+const PRODUCT_YAML = `
+plans:
+  - { id: pool250, monthly_credits: 250, price_cents: 0 }
+  - { id: pool100, monthly_credits: 100, price_cents: 0 }
+features:
+  - { id: one_credit, credits: 1 }
+`;
+
+interface MeterdProcess {
+  child: ChildProcess;
+  port: number;
+  /** The last few KB of its stdout and stderr, for failure messages. */
+  output(): string;
+  exited(): boolean;
+}
+
+// Last resort if the test process ends without afterAll (each process leads its own group).
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) killGroup(child, 'SIGKILL');
+});
+
+function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, signal); // tsx runs meterd in a child node process: signal the group
+  } catch {
+    // ESRCH: the group is gone already
+  }
+}
+
+function exitOf(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve();
+    else child.once('exit', () => resolve());
+  });
+}
+
+/** SIGTERM (meterd drains), SIGKILL to the whole group after STOP_GRACE_MS or when leftovers remain. */
+async function stopProcess(p: MeterdProcess): Promise<void> {
+  const exited = exitOf(p.child);
+  if (!p.exited()) p.child.kill('SIGTERM'); // tsx relays it to meterd
+  let timer: NodeJS.Timeout | undefined;
+  const late = await Promise.race([
+    exited.then(() => false),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), STOP_GRACE_MS);
+    }),
+  ]);
+  clearTimeout(timer);
+  killGroup(p.child, 'SIGKILL'); // a no-op when everything exited; otherwise nothing survives
+  if (late) await exited;
+  p.child.stdout?.destroy();
+  p.child.stderr?.destroy();
+  running.delete(p.child);
+}
+
+function isServiceError(err: unknown): err is ServiceError {
+  return typeof err === 'object' && err !== null && typeof (err as Partial<ServiceError>).code === 'number';
+}
+
+/** Ready once it answers: NOT_FOUND for an unknown account means gRPC and Redis both work. */
+async function waitUntilServing(p: MeterdProcess, probeAccountId: string): Promise<void> {
+  const deadline = Date.now() + READY_WITHIN_MS;
+  let last = 'no answer yet';
+  while (Date.now() < deadline) {
+    if (p.exited()) throw new Error(`meterd on port ${p.port} exited (${p.child.exitCode ?? p.child.signalCode}):\n${p.output()}`);
+    // A fresh channel per probe: no reconnect backoff carried over from the refused attempts.
+    const probe = connectClients(p.port);
+    try {
+      await probe.metering.getBalance({ accountId: probeAccountId });
+      throw new Error(`probe account ${probeAccountId} unexpectedly exists`);
+    } catch (err) {
+      if (!isServiceError(err)) throw err;
+      if (err.code === status.NOT_FOUND) return;
+      if (err.code !== status.UNAVAILABLE) throw new Error(`meterd on port ${p.port} answered ${err.code} ${err.details}`);
+      last = err.details;
+    } finally {
+      probe.close();
+    }
+    await sleep(200);
+  }
+  throw new Error(`meterd on port ${p.port} did not serve within ${READY_WITHIN_MS} ms (last: ${last}):\n${p.output()}`);
+}
+
+function spawnMeterd(port: number, env: Record<string, string>): MeterdProcess {
+  const child = spawn(TSX, ['src/main.ts'], {
+    cwd: REPO_ROOT,
+    // A clean environment: nothing from the test runner (e.g. REDIS_CLUSTER_NODES) leaks in.
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: process.env.HOME ?? tmpdir(),
+      TMPDIR: tmpdir(),
+      ...env,
+      GRPC_HOST: '127.0.0.1',
+      GRPC_PORT: String(port),
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true, // its own process group, so the node process tsx starts can be killed with it
+  });
+  running.add(child);
+  let output = '';
+  const keep = (chunk: Buffer) => {
+    output = (output + chunk.toString('utf8')).slice(-OUTPUT_TAIL_CHARS);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  return {
+    child,
+    port,
+    output: () => output || '(no output)',
+    exited: () => child.exitCode !== null || child.signalCode !== null,
+  };
+}
+
+/** Spawns meterd on a free port and waits until it serves; a port lost to a race gets a new one. */
+async function startMeterdProcess(env: Record<string, string>, probeAccountId: string, started: MeterdProcess[]): Promise<MeterdProcess> {
+  for (let attempt = 1; ; attempt++) {
+    const p = spawnMeterd(await freePort(), env);
+    started.push(p);
+    try {
+      await waitUntilServing(p, probeAccountId);
+      return p;
+    } catch (err) {
+      await stopProcess(p);
+      const portLost = /EADDRINUSE|address already in use|No address added/i.test(p.output());
+      if (!portLost || attempt >= 3) throw err;
+    }
+  }
+}
+
+type Outcome<T> =
+  | { ok: true; value: T }
+  | { ok: false; code: number; reason: string; metadata: Record<string, string>; message: string };
+
+function outcomes<T>(settled: Array<PromiseSettledResult<T>>): Array<Outcome<T>> {
+  return settled.map((s) => {
+    if (s.status === 'fulfilled') return { ok: true, value: s.value };
+    if (!isServiceError(s.reason)) throw s.reason;
+    const info = errorInfoOf(s.reason);
+    return { ok: false, code: s.reason.code, reason: info?.reason ?? '', metadata: info?.metadata ?? {}, message: s.reason.details };
+  });
+}
+
+/** Counts by "OK" or "<code>/<reason>", for readable failure messages. */
+function tally(list: Array<Outcome<unknown>>): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const o of list) {
+    const key = o.ok ? 'OK' : `${status[o.code] ?? o.code}/${o.reason}`;
+    counts[key] = (counts[key] ?? 0) + 1;
+  }
+  return counts;
+}
+
+async function ledgerKinds(keyPrefix: string, accountId: string): Promise<Record<string, number>> {
+  const redis = new Redis(REDIS_URL, { protocol: 2, maxRetriesPerRequest: 1 });
+  try {
+    const entries = await redis.xrange(`${partitionPrefix(keyPrefix, homePartition(accountId))}ledger`, '-', '+');
+    const counts: Record<string, number> = {};
+    for (const [, flat] of entries) {
+      const kind = flat[flat.indexOf('kind') + 1] ?? '?';
+      counts[kind] = (counts[kind] ?? 0) + 1;
+    }
+    return counts;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+describe('concurrent reserves through two meterd processes sharing one Redis', () => {
+  const run = randomBytes(6).toString('hex');
+  const keyPrefix = `tc${run}`;
+  let dir = '';
+  const processes: MeterdProcess[] = [];
+  let a: TestClients;
+  let b: TestClients;
+  const clientsOpen: TestClients[] = [];
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'meterd-concurrency-'));
+    const configPath = join(dir, 'product.yaml');
+    await writeFile(configPath, PRODUCT_YAML);
+    const env = {
+      REDIS_URL,
+      REDIS_KEY_PREFIX: keyPrefix,
+      LOG_LEVEL: 'warn',
+      METERD_CONFIG: configPath,
+      SHUTDOWN_GRACE_MS: '2000',
+    };
+    const probe = `probe-${run}`;
+    const [first, second] = await Promise.all([
+      startMeterdProcess(env, probe, processes),
+      startMeterdProcess(env, probe, processes),
+    ]);
+    a = connectClients(first.port);
+    b = connectClients(second.port);
+    clientsOpen.push(a, b);
+  });
+
+  afterAll(async () => {
+    for (const c of clientsOpen) c.close();
+    await Promise.all(processes.map((p) => stopProcess(p)));
+    await deleteKeys(REDIS_URL, `${keyPrefix}:*`);
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  const createRoot = async (accountId: string, plan: string) => {
+    await a.admin.upsertAccount({ account: { accountId, plan, parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' } });
+  };
+
+  it('1,000 parallel 1-credit reserves against 250 available: exactly 250 granted, never negative', async () => {
+    const accountId = `acct-${run}`;
+    await createRoot(accountId, 'pool250');
+
+    const settled = await Promise.allSettled(
+      Array.from({ length: 1000 }, (_, i) =>
+        (i % 2 === 0 ? a : b).metering.reserveCredits({
+          accountId, feature: 'one_credit', requestId: `req-${run}-${i}`, userId: `user-${i % 7}`, labels: {},
+        })),
+    );
+    const results = outcomes(settled);
+    const granted = results.flatMap((o) => (o.ok ? [o.value] : []));
+    const refused = results.flatMap((o) => (o.ok ? [] : [o]));
+    expect(tally(results)).toEqual({ OK: 250, 'RESOURCE_EXHAUSTED/INSUFFICIENT_CREDITS': 750 });
+
+    expect(new Set(granted.map((r) => r.reservationId)).size).toBe(250);
+    for (const r of granted) {
+      expect(r.state).toBe(ReservationState.RESERVATION_STATE_HELD);
+      expect(r.heldCredits).toBe(1n);
+      expect(r.replayed).toBe(false);
+      const bal = r.balance!;
+      expect(bal.available).toBeGreaterThanOrEqual(0n);
+      expect(bal.held).toBeGreaterThanOrEqual(1n); // its own hold at least
+      expect(bal.held).toBeLessThanOrEqual(250n);
+      expect(bal.available + bal.held).toBe(250n); // nothing is committed yet: every credit is one or the other
+    }
+    // Each of the 250 holds saw a different held total: they were applied one at a time.
+    expect(new Set(granted.map((r) => r.balance!.held)).size).toBe(250);
+    for (const r of refused) {
+      expect(r.message).toBe('one_credit needs 1 credits; 0 available');
+      expect(r.metadata).toMatchObject({ required: '1', available: '0', held: '250' });
+    }
+    // Both processes granted some of them.
+    expect(granted.some((r) => Number(r.requestId.split('-').pop()) % 2 === 0)).toBe(true);
+    expect(granted.some((r) => Number(r.requestId.split('-').pop()) % 2 === 1)).toBe(true);
+
+    for (const c of [a, b]) {
+      const bal = await c.metering.getBalance({ accountId });
+      expect(bal.available).toBe(0n);
+      expect(bal.held).toBe(250n);
+      expect(bal.allowanceRemaining).toBe(0n);
+    }
+
+    // Commit all 250 at once, again through both processes.
+    const commits = outcomes(await Promise.allSettled(
+      granted.map((r, i) => (i % 2 === 0 ? b : a).metering.commitReservation({ reservationId: r.reservationId })),
+    ));
+    expect(tally(commits)).toEqual({ OK: 250 });
+    const committed = commits.flatMap((o) => (o.ok ? [o.value] : []));
+    for (const c of committed) {
+      expect(c.chargedCredits).toBe(1n);
+      expect(c.releasedCredits).toBe(0n);
+      expect(c.shortfallCredits).toBe(0n);
+      expect(c.replayed).toBe(false);
+      expect(c.balance!.available).toBe(0n);
+      expect(c.balance!.held).toBeGreaterThanOrEqual(0n);
+      expect(c.balance!.held).toBeLessThan(250n);
+    }
+    expect(new Set(committed.map((c) => c.balance!.held)).size).toBe(250);
+
+    const after = await b.metering.getBalance({ accountId });
+    expect(after.available).toBe(0n);
+    expect(after.held).toBe(0n);
+    const usage = await a.admin.getUsage({ accountId });
+    expect(usage.credits).toBe(250n);
+    expect(usage.operations).toBe(250n);
+    expect(usage.users.reduce((sum, u) => sum + u.credits, 0n)).toBe(250n);
+
+    expect(await ledgerKinds(keyPrefix, accountId)).toMatchObject({ hold: 250, commit: 250 });
+  });
+
+  it('a space and its root racing from both processes: the space stays within its cap, the pool is never overdrawn', async () => {
+    const rootId = `root-${run}`;
+    const spaceId = `space-${run}`;
+    const POOL = 100n;
+    const CAP = 40n;
+    await createRoot(rootId, 'pool100');
+    await a.admin.upsertAccount({
+      account: { accountId: spaceId, plan: '', parentId: rootId, spaceLimitCredits: CAP, trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' },
+    });
+
+    // 150 reserves on the space and 150 on the root, interleaved, each account through both processes.
+    const requests = Array.from({ length: 300 }, (_, i) => ({
+      accountId: i % 2 === 0 ? spaceId : rootId,
+      client: Math.floor(i / 2) % 2 === 0 ? a : b,
+      requestId: `sreq-${run}-${i}`,
+    }));
+    const results = outcomes(await Promise.allSettled(
+      requests.map((r) => r.client.metering.reserveCredits({ accountId: r.accountId, feature: 'one_credit', requestId: r.requestId, userId: '', labels: {} })),
+    ));
+
+    let spaceGranted = 0n;
+    let rootGranted = 0n;
+    const check = (accountId: string, bal: Balance) => {
+      expect(bal.poolAccountId).toBe(rootId);
+      expect(bal.available).toBeGreaterThanOrEqual(0n);
+      expect(bal.held).toBeGreaterThanOrEqual(1n);
+      expect(bal.held).toBeLessThanOrEqual(POOL);
+      if (accountId === spaceId) {
+        const room = bal.spaceLimitRemaining!;
+        expect(room).toBeGreaterThanOrEqual(0n);
+        expect(room).toBeLessThan(CAP);
+        expect(bal.available).toBe(room < POOL - bal.held ? room : POOL - bal.held);
+      } else {
+        expect(bal.available + bal.held).toBe(POOL);
+      }
+    };
+    results.forEach((o, i) => {
+      const { accountId } = requests[i]!;
+      if (o.ok) {
+        expect(o.value.accountId).toBe(accountId);
+        check(accountId, o.value.balance!);
+        if (accountId === spaceId) spaceGranted++;
+        else rootGranted++;
+      } else {
+        expect(`${status[o.code]}/${o.reason}`).toBe('RESOURCE_EXHAUSTED/INSUFFICIENT_CREDITS');
+        expect(o.metadata.available).toBe('0');
+      }
+    });
+
+    expect(spaceGranted).toBeLessThanOrEqual(CAP);
+    expect(spaceGranted + rootGranted).toBe(POOL); // 150 root reserves alone would overdraw it: the pool is used up exactly
+
+    for (const c of [a, b]) {
+      const root = await c.metering.getBalance({ accountId: rootId });
+      expect(root.available).toBe(0n);
+      expect(root.held).toBe(POOL);
+      const space = await c.metering.getBalance({ accountId: spaceId });
+      expect(space.available).toBe(0n);
+      expect(space.spaceLimitRemaining).toBe(CAP - spaceGranted);
+    }
+
+    // Commit everything, from both processes; usage is attributed to the space within the root's.
+    const reservationIds = results.flatMap((o) => (o.ok ? [o.value.reservationId] : []));
+    const commits = outcomes(await Promise.allSettled(
+      reservationIds.map((id, i) => (i % 2 === 0 ? b : a).metering.commitReservation({ reservationId: id })),
+    ));
+    expect(tally(commits)).toEqual({ OK: Number(POOL) });
+    const rootUsage = await b.admin.getUsage({ accountId: rootId });
+    expect(rootUsage.credits).toBe(POOL);
+    expect(rootUsage.spaces).toEqual(spaceGranted > 0n ? [{ spaceId, operations: spaceGranted, credits: spaceGranted }] : []);
+    const spaceUsage = await a.admin.getUsage({ accountId: spaceId });
+    expect(spaceUsage.credits).toBe(spaceGranted);
+    const final = await a.metering.getBalance({ accountId: spaceId });
+    expect(final.held).toBe(0n);
+    expect(final.available).toBe(0n);
+    expect(final.spaceLimitRemaining).toBe(CAP - spaceGranted);
+  });
+});
