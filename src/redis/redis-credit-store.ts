@@ -180,6 +180,16 @@ export class RedisCreditStore implements CreditStore {
     ];
     if (c.parentId === '') return decodeAccount(await this.runForAccount('upsertAccount', c.accountId, args));
     // A space lives in its parent's partition; its own id's partition keeps a stub pointing there.
+    // The parent is checked first so a refused request leaves no stub behind.
+    const parent = await this.getAccount(c.parentId).catch((err: unknown) => {
+      if (err instanceof DomainError && err.reason === ErrorReason.ACCOUNT_NOT_FOUND) {
+        throw new DomainError(ErrorReason.PARENT_NOT_FOUND, `parent account "${c.parentId}" does not exist`, { parent_id: c.parentId });
+      }
+      throw err;
+    });
+    if (parent.parentId !== '') {
+      throw new DomainError(ErrorReason.PARENT_IS_SPACE, `parent "${c.parentId}" is itself a space; spaces nest one level only`, { parent_id: c.parentId });
+    }
     const target = homePartition(c.parentId);
     const home = homePartition(c.accountId);
     if (home !== target) {

@@ -15,8 +15,9 @@ export interface TcpProxy {
   readonly connectionsAccepted: number;
   /**
    * Arms the proxy: the next chunk from the upstream server containing `marker` is not forwarded,
-   * and both sockets of that connection are destroyed. Resolves with the swallowed chunk once that
-   * has happened. Only one marker can be armed at a time.
+   * and both sockets of that connection are destroyed. Resolves once that has happened, with the
+   * dropped chunk (preceded by the few bytes of the previous chunk the marker may have started in).
+   * Only one marker can be armed at a time.
    */
   swallowNextReplyContaining(marker: string): Promise<Buffer>;
   /** Forgets an armed marker that did not match (its promise rejects). */
@@ -64,7 +65,7 @@ export async function startTcpProxy(upstream: { host: string; port: number }): P
           armed = null;
           client.destroy();
           redis.destroy();
-          current.resolve(chunk);
+          current.resolve(window);
           return;
         }
         const keep = current.marker.length - 1;
