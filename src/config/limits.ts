@@ -17,8 +17,9 @@ export const UNITS_MAX = 1_000_000_000_000_000n; // 10^15
  *  beyond it are refused), so every sum Lua computes (buckets + overage room + held) stays < 2^53. */
 export const POOL_CREDITS_MAX = 2_000_000_000_000_000n; // 2 × 10^15
 
-/** A price-list entry: `credits` per `per_units` units. Bounded so cost arithmetic stays exact. */
-export const PRICE_CREDITS_MAX = 1_000_000_000; // 10^9
+/** A price-list entry: `credits` per `per_units` units. Bounded so cost arithmetic stays exact:
+ *  the Lua pricing multiplies a remainder below per_units by credits, which must stay below 2^53. */
+export const PRICE_CREDITS_MAX = 1_000_000; // 10^6
 export const PRICE_PER_UNITS_MAX = 1_000_000_000; // 10^9
 
 /** Hold time to live. */
@@ -63,3 +64,4 @@ if (SETTLED_RESERVATION_RETENTION_SECONDS < REQUEST_ID_RETENTION_SECONDS) {
   throw new Error('a settled reservation must outlive its request_id so a replay can answer');
 }
 if (POOL_CREDITS_MAX * 3n >= 2n ** 53n) throw new Error('pool sums must stay below 2^53');
+if (BigInt(PRICE_CREDITS_MAX) * BigInt(PRICE_PER_UNITS_MAX) >= 2n ** 53n) throw new Error('price products must stay below 2^53');

@@ -5,19 +5,28 @@ import { EXAMPLE_PRODUCT_CONFIG_PATH, ConfigError } from './product-config.js';
  * Every environment variable meterd reads, validated once at startup into one frozen object.
  * The README's configuration table lists each with its default and why it exists.
  */
+/** A whole number written in decimal digits (no '', no hex, no exponent), within bounds. */
+const integer = (min: number, max: number, fallback: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number in decimal digits')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max))
+    .default(fallback);
+
 const settingsSchema = z.object({
-  REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  REDIS_URL: z.string().regex(/^rediss?:\/\/\S+$/, 'must be a redis:// or rediss:// URL').default('redis://127.0.0.1:6379'),
   /** Comma-separated host:port seeds; when set, meterd talks to a Redis Cluster instead of REDIS_URL. */
   REDIS_CLUSTER_NODES: z.string().default(''),
   REDIS_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'use 1-64 of letters, digits and . _ : -').default('meterd'),
-  REDIS_COMMAND_TIMEOUT_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
+  REDIS_COMMAND_TIMEOUT_MS: integer(10, 60_000, 1_000),
   /** Accept a Redis whose maxmemory-policy may evict keys (balances could vanish): for experiments only. */
   REDIS_ALLOW_EVICTION: z.enum(['true', 'false']).default('false'),
   GRPC_HOST: z.string().default('0.0.0.0'),
-  GRPC_PORT: z.coerce.number().int().min(0).max(65_535).default(50_051),
+  GRPC_PORT: integer(0, 65_535, 50_051),
   METERD_CONFIG: z.string().default(EXAMPLE_PRODUCT_CONFIG_PATH),
-  SWEEP_INTERVAL_MS: z.coerce.number().int().min(50).max(60_000).default(1_000),
-  SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
+  SWEEP_INTERVAL_MS: integer(50, 60_000, 1_000),
+  SHUTDOWN_GRACE_MS: integer(0, 600_000, 10_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -39,8 +48,9 @@ function parseNodes(text: string): Array<{ host: string; port: number }> {
   if (text.trim() === '') return [];
   return text.split(',').map((entry) => {
     const match = /^\s*([^:\s]+):(\d{1,5})\s*$/.exec(entry);
-    if (!match) throw new ConfigError(`REDIS_CLUSTER_NODES: "${entry}" is not host:port`);
-    return { host: match[1] as string, port: Number(match[2]) };
+    const port = Number(match?.[2]);
+    if (!match || port < 1 || port > 65_535) throw new ConfigError(`REDIS_CLUSTER_NODES: "${entry}" is not host:port (port 1-65535)`);
+    return { host: match[1] as string, port };
   });
 }
 

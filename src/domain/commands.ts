@@ -200,6 +200,11 @@ export function parseUpsertAccount(product: ProductConfig, account: {
     trialEndsAtMs: checkTime('account.trial_ends_at', account.trialEndsAt) ?? 0,
     lowBalanceThreshold: checkAmount('account.low_balance_threshold', account.lowBalanceThreshold, CREDITS_MAX),
   };
+  if (parentId !== '' && (account.plan !== '' || command.trialCredits > 0n)) {
+    throw new DomainError(ErrorReason.SPACE_SETTING, 'a space draws on its parent: it has no plan or trial of its own', {
+      field: account.plan !== '' ? 'account.plan' : 'account.trial_credits', account_id: accountId,
+    });
+  }
   if (account.plan !== '') command.plan = findPlan(product, account.plan, 'account.plan');
   const anchor = checkTime('account.billing_anchor', account.billingAnchor);
   if (anchor !== undefined) command.billingAnchorMs = anchor;

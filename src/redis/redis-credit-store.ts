@@ -83,7 +83,7 @@ export class RedisCreditStore implements CreditStore {
   }
 
   /** Runs a script in one partition with the shared arguments first (see lua/includes/context.lua). */
-  private async run(script: ScriptName, partition: number, args: string[], context: ErrorContext = {}): Promise<Reply> {
+  private async run(script: ScriptName, partition: number, args: string[], context: ErrorContext = {}, followsMoved = false): Promise<Reply> {
     const name = LIBRARY.functions.get(script);
     if (name === undefined) throw new Error(`no Lua script ${script}`);
     const shared = [String(this.clock.nowMs()), this.product.planTableText, ms(SETTLED_RESERVATION_RETENTION_SECONDS), String(LAZY_EXPIRY_BATCH_MAX)];
@@ -107,19 +107,18 @@ export class RedisCreditStore implements CreditStore {
     const reply = JSON.parse(raw) as Reply;
     const refused = reply.e !== undefined;
     this.observe(script, Number(process.hrtime.bigint() - started) / 1e9, refused ? 'refused' : 'ok');
-    if (refused && reply.e !== 'MOVED') throw scriptRefusal(reply, context);
+    if (refused && !(reply.e === 'MOVED' && followsMoved)) throw scriptRefusal(reply, context);
     return reply;
   }
 
   /** Runs a script for an account, following a space's stub to its parent's partition once. */
   private async runForAccount(script: ScriptName, accountId: string, args: (partition: number) => string[], context?: ErrorContext): Promise<Reply> {
     let partition = this.movedAccounts.get(accountId) ?? homePartition(accountId);
-    let reply = await this.run(script, partition, args(partition), context);
+    let reply = await this.run(script, partition, args(partition), context, true);
     if (reply.e === 'MOVED') {
       partition = Number(reply.partition);
       this.rememberMoved(accountId, partition);
       reply = await this.run(script, partition, args(partition), context);
-      if (reply.e === 'MOVED') throw new DomainError(ErrorReason.INTERNAL, `account ${accountId} moved twice`);
     }
     return reply;
   }

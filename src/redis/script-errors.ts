@@ -47,7 +47,7 @@ function messageFor(reason: ErrorReason, m: ErrorMetadata, context: ErrorContext
     case ErrorReason.COST_TOO_LARGE:
       return `the cost exceeds the limit of ${m.credits_max} credits per operation`;
     case ErrorReason.PARENT_IMMUTABLE:
-      return `account "${m.account_id}" exists with another parent; parent_id is set at creation and cannot change`;
+      return `account${m.account_id ? ` "${m.account_id}"` : ''} exists with another parent; parent_id is set at creation and cannot change`;
     case ErrorReason.PARENT_NOT_FOUND:
       return `parent account "${m.parent_id}" does not exist`;
     case ErrorReason.PARENT_IS_SPACE:
@@ -66,8 +66,9 @@ function messageFor(reason: ErrorReason, m: ErrorMetadata, context: ErrorContext
 }
 
 export function scriptRefusal(reply: Reply, context: ErrorContext = {}): DomainError {
-  const reason = String(reply.e);
   const metadata = metadataOf(reply);
+  // A stub where the account itself was expected: the id is taken by a space living elsewhere.
+  const reason = reply.e === 'MOVED' ? ErrorReason.PARENT_IMMUTABLE : String(reply.e);
   if (!isErrorReason(reason)) {
     return new DomainError(ErrorReason.INTERNAL, `unexpected script refusal ${reason}`, metadata);
   }

@@ -33,7 +33,7 @@ local anchor, parentId, cap = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
 local trialCredits, trialEnd, low = ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
 
 local account = getRecord(ctx, accountKey(ctx.P, accountId))
-if account and account.f.moved then return fail(ctx, 'MOVED', { partition = account.f.moved }) end
+if account and account.f.moved then return fail(ctx, 'MOVED', { partition = account.f.moved, account_id = accountId }) end
 local existingParent = account and account.f.parent or ''
 if account and parentId ~= '' and parentId ~= existingParent then
   return fail(ctx, 'PARENT_IMMUTABLE', { account_id = accountId, parent_id = existingParent })

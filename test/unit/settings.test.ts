@@ -1,0 +1,131 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, EXAMPLE_PRODUCT_CONFIG_PATH } from '../../src/config/product-config.js';
+import { loadSettings } from '../../src/config/settings.js';
+
+function refusal(env: NodeJS.ProcessEnv): string {
+  try {
+    loadSettings(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+  throw new Error(`expected ${JSON.stringify(env)} to be refused`);
+}
+
+describe('loadSettings', () => {
+  it('defaults every variable', () => {
+    expect(loadSettings({})).toEqual({
+      redisUrl: 'redis://127.0.0.1:6379',
+      redisClusterNodes: [],
+      redisKeyPrefix: 'meterd',
+      redisCommandTimeoutMs: 1000,
+      redisAllowEviction: false,
+      grpcHost: '0.0.0.0',
+      grpcPort: 50051,
+      productConfigPath: EXAMPLE_PRODUCT_CONFIG_PATH,
+      sweepIntervalMs: 1000,
+      shutdownGraceMs: 10_000,
+      logLevel: 'info',
+    });
+    expect(EXAMPLE_PRODUCT_CONFIG_PATH).toMatch(/src\/config\/product\.example\.yaml$/);
+  });
+
+  it('returns a frozen object', () => {
+    expect(Object.isFrozen(loadSettings({}))).toBe(true);
+  });
+
+  it('reads set variables and ignores unrelated ones', () => {
+    const settings = loadSettings({
+      REDIS_URL: 'redis://redis.internal:6380/2',
+      REDIS_CLUSTER_NODES: 'a:7000, b:7001',
+      REDIS_KEY_PREFIX: 'm:prod-1',
+      REDIS_COMMAND_TIMEOUT_MS: '10',
+      REDIS_ALLOW_EVICTION: 'true',
+      GRPC_HOST: '127.0.0.1',
+      GRPC_PORT: '65535',
+      METERD_CONFIG: '/etc/meterd/product.yaml',
+      SWEEP_INTERVAL_MS: '50',
+      SHUTDOWN_GRACE_MS: '600000',
+      LOG_LEVEL: 'silent',
+      PATH: '/usr/bin',
+    });
+    expect(settings).toEqual({
+      redisUrl: 'redis://redis.internal:6380/2',
+      redisClusterNodes: [{ host: 'a', port: 7000 }, { host: 'b', port: 7001 }],
+      redisKeyPrefix: 'm:prod-1',
+      redisCommandTimeoutMs: 10,
+      redisAllowEviction: true,
+      grpcHost: '127.0.0.1',
+      grpcPort: 65535,
+      productConfigPath: '/etc/meterd/product.yaml',
+      sweepIntervalMs: 50,
+      shutdownGraceMs: 600_000,
+      logLevel: 'silent',
+    });
+  });
+
+  it('accepts the limits of each range', () => {
+    expect(loadSettings({ GRPC_PORT: '0' }).grpcPort).toBe(0);
+    expect(loadSettings({ REDIS_COMMAND_TIMEOUT_MS: '60000' }).redisCommandTimeoutMs).toBe(60_000);
+    expect(loadSettings({ SWEEP_INTERVAL_MS: '60000' }).sweepIntervalMs).toBe(60_000);
+    expect(loadSettings({ SHUTDOWN_GRACE_MS: '0' }).shutdownGraceMs).toBe(0);
+    expect(loadSettings({ REDIS_KEY_PREFIX: 'p'.repeat(64) }).redisKeyPrefix).toHaveLength(64);
+  });
+
+  const bad: ReadonlyArray<readonly [variable: string, value: string]> = [
+    ['REDIS_URL', 'not a url'],
+    ['REDIS_URL', ''],
+    ['REDIS_KEY_PREFIX', ''],
+    ['REDIS_KEY_PREFIX', 'has space'],
+    ['REDIS_KEY_PREFIX', '{p1}'],
+    ['REDIS_KEY_PREFIX', 'p'.repeat(65)],
+    ['REDIS_COMMAND_TIMEOUT_MS', '9'],
+    ['REDIS_COMMAND_TIMEOUT_MS', '60001'],
+    ['REDIS_COMMAND_TIMEOUT_MS', 'fast'],
+    ['REDIS_ALLOW_EVICTION', 'yes'],
+    ['REDIS_ALLOW_EVICTION', 'TRUE'],
+    ['GRPC_PORT', '65536'],
+    ['GRPC_PORT', '-1'],
+    ['GRPC_PORT', '80.5'],
+    ['GRPC_PORT', 'http'],
+    ['SWEEP_INTERVAL_MS', '49'],
+    ['SWEEP_INTERVAL_MS', '60001'],
+    ['SHUTDOWN_GRACE_MS', '-1'],
+    ['SHUTDOWN_GRACE_MS', '600001'],
+    ['LOG_LEVEL', 'verbose'],
+    ['LOG_LEVEL', 'INFO'],
+    ['REDIS_CLUSTER_NODES', 'redis-1'],
+    ['REDIS_CLUSTER_NODES', 'a:7000,,b:7001'],
+    ['REDIS_CLUSTER_NODES', 'a:port'],
+  ];
+
+  it.each(bad)('refuses %s=%j, naming the variable', (variable, value) => {
+    const message = refusal({ [variable]: value });
+    expect(message).toMatch(new RegExp(`(^|: )${variable}: `));
+  });
+
+  it('names every bad variable at once', () => {
+    const message = refusal({ GRPC_PORT: '99999', LOG_LEVEL: 'loud' });
+    expect(message).toMatch(/^environment: /);
+    expect(message).toContain('GRPC_PORT: ');
+    expect(message).toContain('LOG_LEVEL: ');
+  });
+
+  // Numbers must be plain decimal digits: an empty variable must not quietly become 0 (port 0 = a
+  // random port, grace 0 = no drain), nor hex or exponent forms another number.
+  it('refuses an empty GRPC_PORT', () => {
+    expect(refusal({ GRPC_PORT: '' })).toMatch(/GRPC_PORT: /);
+  });
+  it('refuses an empty SHUTDOWN_GRACE_MS', () => {
+    expect(refusal({ SHUTDOWN_GRACE_MS: '' })).toMatch(/SHUTDOWN_GRACE_MS: /);
+  });
+  it('refuses GRPC_PORT=0x50', () => {
+    expect(refusal({ GRPC_PORT: '0x50' })).toMatch(/GRPC_PORT: /);
+  });
+  it('refuses a REDIS_URL that is not redis:// or rediss://', () => {
+    expect(refusal({ REDIS_URL: 'http://example.com' })).toMatch(/REDIS_URL: /);
+  });
+  it('refuses a REDIS_CLUSTER_NODES port above 65535', () => {
+    expect(refusal({ REDIS_CLUSTER_NODES: 'a:99999' })).toMatch(/REDIS_CLUSTER_NODES: /);
+  });
+});
