@@ -145,7 +145,8 @@ interface Hold {
   overage: number;
   shortfall: number;
   released: number;
-  extensions: Set<string>;
+  /** Extension request id → the credits it added (a reuse with another amount is refused). */
+  extensions: Map<string, number>;
   lastExtensionId: string;
 }
 
@@ -381,7 +382,7 @@ class Model {
     p.held += cost;
     const hold: Hold = {
       label, id: newId, pool: p, request: req, held: cost, portions, exp: this.now + req.ttlSeconds * SECOND_MS,
-      state: 'H', charged: 0, overage: 0, shortfall: 0, released: 0, extensions: new Set(), lastExtensionId: '',
+      state: 'H', charged: 0, overage: 0, shortfall: 0, released: 0, extensions: new Map(), lastExtensionId: '',
     };
     this.holds.push(hold);
     this.bindings.set(key, hold);
@@ -435,7 +436,9 @@ class Model {
     this.openHold(h);
     if (h.state !== 'H') return refused(notHeldReason(h.state));
     let replayed = false;
-    if (additional > 0 && h.extensions.has(requestId)) {
+    const earlier = h.extensions.get(requestId);
+    if (additional > 0 && earlier !== undefined && earlier !== additional) return refused('IDEMPOTENCY_KEY_REUSED');
+    if (additional > 0 && earlier !== undefined) {
       count('model: extend replayed');
       replayed = true;
     } else if (additional > 0) {
@@ -444,7 +447,7 @@ class Model {
       h.portions.push(...this.take(p, additional).portions);
       h.held += additional;
       p.held += additional;
-      h.extensions.add(requestId);
+      h.extensions.set(requestId, additional);
     }
     if (ttlMs > 0 && !replayed) h.exp = this.now + ttlMs;
     return { ok: true, hold: h, replayed, balance: this.view(p) };

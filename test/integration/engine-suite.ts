@@ -267,6 +267,8 @@ export function defineEngineSuite(name: string, target: () => Promise<{ redis: R
         const repeat = await metering().extendReservation({ reservationId: hold.reservationId, ttlSeconds: 60, additionalCredits: 30n, requestId: 'ext-1' });
         expect(repeat.heldCredits).toBe(50n);
         expect(repeat.replayed).toBe(true);
+        const reused = await rejection(metering().extendReservation({ reservationId: hold.reservationId, ttlSeconds: 60, additionalCredits: 31n, requestId: 'ext-1' }));
+        expect(reused.reason).toBe('IDEMPOTENCY_KEY_REUSED');
         const tooMuch = await rejection(metering().extendReservation({ reservationId: hold.reservationId, ttlSeconds: 0, additionalCredits: 201n, requestId: 'ext-2' }));
         expect(tooMuch.reason).toBe('INSUFFICIENT_CREDITS');
         t.clock.advance(40_000); // past the first TTL, within the extended one

@@ -5,7 +5,8 @@
     ARGV[5] reservation id   ARGV[6] ttl ms (0: keep the expiry)   ARGV[7] additional credits
     ARGV[8] request id ('' only when additional credits is 0)
   Output: JSON reservation; errors: RESERVATION_NOT_FOUND, RESERVATION_COMMITTED,
-    RESERVATION_RELEASED, RESERVATION_EXPIRED, INSUFFICIENT_CREDITS.
+    RESERVATION_RELEASED, RESERVATION_EXPIRED, INSUFFICIENT_CREDITS, IDEMPOTENCY_KEY_REUSED
+    (the request id was used to grow this hold by another amount). A replay keeps the first expiry.
 ]]
 --- @include "includes/numbers"
 --- @include "includes/keys"
@@ -32,7 +33,10 @@ if reservation.f.state ~= 'H' then return fail(ctx, notHeldReason(reservation), 
 
 local replayed = false
 local extensionField = 'x/' .. requestId
-if additional > 0 and reservation.f[extensionField] then
+local earlier = reservation.f[extensionField]
+if additional > 0 and earlier and tonumber(earlier) ~= additional then
+  return fail(ctx, 'IDEMPOTENCY_KEY_REUSED', { request_id = requestId })
+elseif additional > 0 and earlier then
   replayed = true
 elseif additional > 0 then
   local deltas = newDeltas()
