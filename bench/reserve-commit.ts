@@ -5,8 +5,8 @@
  *
  * Starts meterd in this process (or targets --target host:port of a running one), creates the accounts,
  * then runs `concurrency` loops, each doing ReserveCredits then CommitReservation, for `seconds`.
- * Prints operations per second (one op = reserve + commit) and client-side latency percentiles of each
- * call, measured with an HDR histogram. --accounts 1 measures one hot account.
+ * Prints operations per second (one op = reserve + commit), client-side latency percentiles of each
+ * call and, in-process, meterd's own handling time per call (HDR histograms). --accounts 1 measures one hot account.
  */
 import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
@@ -33,13 +33,21 @@ const concurrency = Number(values.concurrency);
 const accountCount = Number(values.accounts);
 
 const keyPrefix = `bench${randomBytes(4).toString('hex')}`;
+/** meterd's own time per call: from the handler's start to its answer (in-process runs only). */
+const serverHandling = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 10_000_000, numberOfSignificantValueDigits: 3 });
+let measuring = false;
 let stopServer = async () => {};
 let port: number;
 if (values.target) {
   port = Number(values.target.split(':')[1]);
 } else {
   const settings = loadSettings({ ...process.env, REDIS_URL: values.redis, REDIS_KEY_PREFIX: keyPrefix, GRPC_HOST: '127.0.0.1', GRPC_PORT: '0' });
-  const meterd = await startMeterd({ settings, product: loadProductConfig(settings.productConfigPath), logger: pino({ level: 'warn' }) });
+  const meterd = await startMeterd({
+    settings, product: loadProductConfig(settings.productConfigPath), logger: pino({ level: 'warn' }),
+    observeCall: (_service, _method, _code, seconds) => {
+      if (measuring) serverHandling.recordValue(Math.max(1, Math.round(seconds * 1e6)));
+    },
+  });
   port = meterd.grpcPort;
   stopServer = async () => {
     await meterd.stop();
@@ -60,6 +68,7 @@ const micros = (start: bigint) => Number((process.hrtime.bigint() - start) / 100
 
 let operations = 0;
 let errors = 0;
+measuring = true;
 const deadline = Date.now() + seconds * 1000;
 const cpuBefore = process.cpuUsage();
 const wallStart = process.hrtime.bigint();
@@ -93,6 +102,7 @@ console.log(`setup: ${values.target ? `target ${values.target}` : 'meterd in-pro
 console.log(`reserve+commit: ${(operations / wallSeconds).toFixed(0)} ops/s (${operations} ops, ${errors} errors)`);
 console.log(line('reserve', reserveLatency));
 console.log(line('commit', commitLatency));
+if (!values.target) console.log(line('server', serverHandling) + '  (meterd handler start → answer, both RPCs)');
 console.log(`process CPU (client + server): ${((cpu.user + cpu.system) / 1e6 / wallSeconds * 100).toFixed(0)}% of one core`);
 close();
 await stopServer();

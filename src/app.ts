@@ -2,6 +2,7 @@ import type { ProductConfig } from './config/product-config.js';
 import type { Settings } from './config/settings.js';
 import { systemClock, type Clock } from './domain/clock.js';
 import { startGrpcServer, stopGrpcServer } from './grpc/server.js';
+import type { CallObserver } from './grpc/wrap-unary.js';
 import type { Logger } from './observability/logger.js';
 import { ExpirySweeper } from './redis/expiry-sweeper.js';
 import { RedisCreditStore } from './redis/redis-credit-store.js';
@@ -28,6 +29,8 @@ export async function startMeterd(options: {
   logger: Logger;
   clock?: Clock;
   sweeper?: boolean;
+  /** Sees every finished gRPC call (the benchmark measures server-side handling time with it). */
+  observeCall?: CallObserver;
 }): Promise<Meterd> {
   const { settings, product, logger } = options;
   const clock = options.clock ?? systemClock;
@@ -48,7 +51,7 @@ export async function startMeterd(options: {
   await store.loadScripts();
   const sweeper = new ExpirySweeper(store, settings.sweepIntervalMs, logger.child({ component: 'sweeper' }));
   const grpc = await startGrpcServer(settings.grpcHost, settings.grpcPort, {
-    store, product, clock, logger: logger.child({ component: 'grpc' }), observe: () => {},
+    store, product, clock, logger: logger.child({ component: 'grpc' }), observe: options.observeCall ?? (() => {}),
   });
   if (options.sweeper ?? true) sweeper.start();
   logger.info({ grpcPort: grpc.port, keyPrefix: settings.redisKeyPrefix }, 'meterd serving');
