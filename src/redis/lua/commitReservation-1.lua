@@ -107,6 +107,6 @@ if space then countUsage(space.id) end
 appendEvent(ctx, pool, 'commit', deltaFields(deltas, {
   space = reservation.f.space, user = reservation.f.user, feature = reservation.f.feature,
   reservation = reservationId, held = intString(-held), charged = intString(chargedTotal),
-  shortfall = intString(shortfall),
+  charged_overage = reservation.f.c_ovg, shortfall = intString(shortfall),
 }))
 return reply(false)

@@ -70,6 +70,7 @@ addNum(reservation, 'refunded', amount)
 setNum(reservation, refundField, amount)
 appendEvent(ctx, pool, 'refund', deltaFields(deltas, {
   space = reservation.f.space, user = reservation.f.user, feature = reservation.f.feature,
-  reservation = reservationId, charged = intString(-amount), op_id = refundId, reason = reason,
+  reservation = reservationId, charged = intString(-amount), charged_overage = intString(-sumPortions(back, 'ovg')),
+  op_id = refundId, reason = reason,
 }))
 return finish(ctx, balanceView(ctx, account, pool, space))

@@ -3,11 +3,12 @@
   records. Event id = "<pool>/<seq>" with a per-pool sequence number without gaps, so the flush to
   Postgres can be exactly once and reconciliation can spot a lost tail.
   Amount fields are signed changes of the pool's fields: trial, allowance, promo, pack, overage (used),
-  held and charged; shortfall is cost that did not fit. Absent fields are zero or empty.
+  held and charged; charged_overage is the part of charged drawn from overage (what is billed
+  separately); shortfall is cost that did not fit. Absent fields are zero or empty.
 ]]
 local LEDGER_FIELDS = {
   'space', 'user', 'feature', 'reservation', 'trial', 'allowance', 'promo', 'pack', 'overage', 'held',
-  'charged', 'shortfall', 'promo_detail', 'plan', 'period_start', 'period_end', 'op_id', 'reason',
+  'charged', 'charged_overage', 'shortfall', 'promo_detail', 'plan', 'period_start', 'period_end', 'op_id', 'reason',
   'actor', 'labels',
 }
 
