@@ -1,5 +1,5 @@
 import { status } from '@grpc/grpc-js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GrantKind, ReservationState } from '../../src/gen/meterd/v1/types.js';
 import { rejection } from '../support/grpc-clients.js';
 import { startTestMeterd, TEST_EPOCH_MS, type RedisTarget, type TestMeterd } from '../support/meterd.js';
@@ -22,6 +22,8 @@ export function defineEngineSuite(name: string, target: () => Promise<{ redis: R
       stopTarget = started.stop;
       t = await startTestMeterd({ target: started.redis });
     });
+    // Tests move the clock; each starts again from the same moment.
+    afterEach(() => t?.clock.set(TEST_EPOCH_MS));
     afterAll(async () => {
       await t?.stop();
       await stopTarget?.();
@@ -103,7 +105,6 @@ export function defineEngineSuite(name: string, target: () => Promise<{ redis: R
         const renewed = await balance(seeker);
         expect(renewed.available).toBe(150n);
         expect(renewed.periodStart!.getTime()).toBe(period.periodEnd!.getTime());
-        t.clock.set(TEST_EPOCH_MS);
       });
 
       it('a pack survives the monthly reset while the allowance is burnt first', async () => {
@@ -118,7 +119,6 @@ export function defineEngineSuite(name: string, target: () => Promise<{ redis: R
         expect(after.allowanceRemaining).toBe(250n);
         expect(after.packCredits).toBe(450n);
         expect(after.available).toBe(700n);
-        t.clock.set(TEST_EPOCH_MS);
       });
 
       it('an upgrade mid-period resets the allowance to the new plan at once and keeps the period end', async () => {
@@ -144,7 +144,6 @@ export function defineEngineSuite(name: string, target: () => Promise<{ redis: R
         expect(renewed.plan).toBe('free');
         expect(renewed.allowanceTotal).toBe(250n);
         expect(renewed.pendingPlan).toBe('');
-        t.clock.set(TEST_EPOCH_MS);
       });
     });
 
@@ -289,7 +288,6 @@ export function defineEngineSuite(name: string, target: () => Promise<{ redis: R
         const after = await balance(trialist);
         expect(after.trialCredits).toBe(0n);
         expect(after.available).toBe(250n);
-        t.clock.set(TEST_EPOCH_MS);
       });
 
       it('promotional grants burn before packs, soonest expiry first, and expire', async () => {
@@ -306,7 +304,6 @@ export function defineEngineSuite(name: string, target: () => Promise<{ redis: R
         const later = await balance(account);
         expect(later.grantCredits).toBe(0n);
         expect(later.packCredits).toBe(100n);
-        t.clock.set(TEST_EPOCH_MS);
       });
 
       it('overage beyond the allowance up to the plan limit, billed apart, reset each period', async () => {
@@ -322,7 +319,6 @@ export function defineEngineSuite(name: string, target: () => Promise<{ redis: R
         const renewed = await balance(pro);
         expect(renewed.overageUsed).toBe(0n);
         expect(renewed.available).toBe(7000n);
-        t.clock.set(TEST_EPOCH_MS);
       });
 
       it('a free feature is never blocked and still counted in usage', async () => {

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import { periodBounds } from '../../src/domain/periods.js';
+import { daysInMonthUtc, t } from '../support/time.js';
 
 const REDIS_URL = 'redis://127.0.0.1:6379';
 
@@ -27,16 +28,6 @@ end
 return out`;
 
 type Pair = readonly [anchorMs: number, nowMs: number];
-
-function t(iso: string): number {
-  const ms = Date.parse(iso);
-  if (Number.isNaN(ms)) throw new Error(`bad timestamp ${iso}`);
-  return ms;
-}
-
-function daysInMonthUtc(year: number, month0: number): number {
-  return new Date(Date.UTC(year, month0 + 1, 0)).getUTCDate();
-}
 
 function isStringArray(value: unknown): value is string[] {
   return Array.isArray(value) && value.every((v) => typeof v === 'string');

@@ -1,17 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { addMonthsClamped, periodBounds } from '../../src/domain/periods.js';
-
-/** Parse an ISO-8601 UTC timestamp to epoch ms. */
-function t(iso: string): number {
-  const ms = Date.parse(iso);
-  if (Number.isNaN(ms)) throw new Error(`bad timestamp ${iso}`);
-  return ms;
-}
-
-function daysInMonthUtc(year: number, month0: number): number {
-  return new Date(Date.UTC(year, month0 + 1, 0)).getUTCDate();
-}
+import { daysInMonthUtc, t } from '../support/time.js';
 
 describe('addMonthsClamped', () => {
   const cases: ReadonlyArray<readonly [anchor: string, months: number, expected: string]> = [
