@@ -68,7 +68,7 @@ describe('ledger events', () => {
     expect(events.map((event) => event.id)).toEqual(events.map((_, i) => `${account}/${i + 1}`));
     expect(new Set(events.map((event) => event.kind))).toEqual(new Set([
       'account_created', 'grant', 'hold', 'commit', 'release', 'refund', 'expire', 'trial_expired', 'adjust',
-      'plan_upgrade', 'extend', 'grant_expired', 'period_reset', 'trial_changed',
+      'plan_upgrade', 'extend', 'grant_expired', 'period_reset', 'trial_changed', 'account_settings',
     ]));
 
     const pool = await redis.hgetall(`${prefix}a/${account}`);

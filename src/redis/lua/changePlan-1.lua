@@ -27,4 +27,5 @@ local account, pool, space = openAccount(ctx, ARGV[a])
 if not account then return fail(ctx, pool, space) end
 if space then return fail(ctx, 'ACCOUNT_IS_SPACE', { account_id = account.id, parent_id = pool.id }) end
 applyPlanChange(ctx, pool, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+recordSettings(ctx, account, pool)
 return finish(ctx, accountView(account, pool))

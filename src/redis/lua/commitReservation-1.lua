@@ -108,5 +108,6 @@ appendEvent(ctx, pool, 'commit', deltaFields(deltas, {
   space = reservation.f.space, user = reservation.f.user, feature = reservation.f.feature,
   reservation = reservationId, held = intString(-held), charged = intString(chargedTotal),
   charged_overage = reservation.f.c_ovg, shortfall = intString(shortfall),
+  period_start = pool.f.ps,
 }))
 return reply(false)

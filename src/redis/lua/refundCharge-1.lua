@@ -72,5 +72,6 @@ appendEvent(ctx, pool, 'refund', deltaFields(deltas, {
   space = reservation.f.space, user = reservation.f.user, feature = reservation.f.feature,
   reservation = reservationId, charged = intString(-amount), charged_overage = intString(-sumPortions(back, 'ovg')),
   op_id = refundId, reason = reason,
+  period_start = pool.f.ps,
 }))
 return finish(ctx, balanceView(ctx, account, pool, space))

@@ -60,6 +60,7 @@ if parentId ~= '' then
   account.id = accountId
   setText(account, 'cap', cap)
   setText(account, 'low', low)
+  recordSettings(ctx, account, parent)
   return finish(ctx, accountView(account, parent))
 end
 
@@ -81,6 +82,7 @@ if not account then
     allowance = monthly, trial = trialCredits, plan = planId,
     period_start = intString(startMs), period_end = intString(endMs),
   })
+  recordSettings(ctx, account, account)
   return finish(ctx, accountView(account, account))
 end
 
@@ -102,4 +104,5 @@ if trialDelta ~= 0 or trialEnd ~= account.f.trial_end then
   if newTrial ~= trial then appendEvent(ctx, account, 'trial_changed', { trial = intString(newTrial - trial) }) end
 end
 setText(account, 'low', low)
+recordSettings(ctx, account, account)
 return finish(ctx, accountView(account, account))

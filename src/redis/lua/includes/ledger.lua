@@ -4,12 +4,13 @@
   Postgres can be exactly once and reconciliation can spot a lost tail.
   Amount fields are signed changes of the pool's fields: trial, allowance, promo, pack, overage (used),
   held and charged; charged_overage is the part of charged drawn from overage (what is billed
-  separately); shortfall is cost that did not fit. Absent fields are zero or empty.
+  separately); shortfall is cost that did not fit; settings is an account's settings as JSON
+  (account_settings events). Absent fields are zero or empty.
 ]]
 local LEDGER_FIELDS = {
   'space', 'user', 'feature', 'reservation', 'trial', 'allowance', 'promo', 'pack', 'overage', 'held',
   'charged', 'charged_overage', 'shortfall', 'promo_detail', 'plan', 'period_start', 'period_end', 'op_id', 'reason',
-  'actor', 'labels',
+  'actor', 'labels', 'settings',
 }
 
 local function appendEvent(ctx, pool, kind, fields)

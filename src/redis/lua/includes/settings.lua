@@ -19,6 +19,15 @@ local function accountView(account, pool)
   }
 end
 
+-- Account settings travel to Postgres through the ledger too (the flusher upserts them), so Redis
+-- can be rebuilt from Postgres. A space's settings go on its pool's stream, naming the space.
+local function recordSettings(ctx, account, pool)
+  local isSpace = account.id ~= pool.id
+  appendEvent(ctx, pool, 'account_settings', {
+    space = isSpace and account.id or '', settings = cjson.encode(accountView(account, pool)),
+  })
+end
+
 local function applyPlanChange(ctx, pool, planId, monthlyText, overageLimitText)
   if planId == pool.f.plan then
     setText(pool, 'next_plan', '')
