@@ -1,10 +1,15 @@
+import type pg from 'pg';
 import type { ProductConfig } from './config/product-config.js';
 import type { Settings } from './config/settings.js';
 import { systemClock, type Clock } from './domain/clock.js';
 import { startGrpcServer, stopGrpcServer } from './grpc/server.js';
 import type { CallObserver } from './grpc/wrap-unary.js';
 import type { Logger } from './observability/logger.js';
+import { createDatabasePool } from './postgres/database.js';
+import { LedgerFlusher } from './postgres/flusher.js';
+import { ensureDatabase, migrate } from './postgres/migrator.js';
 import { ExpirySweeper } from './redis/expiry-sweeper.js';
+import { LedgerStreams } from './redis/ledger-streams.js';
 import { RedisCreditStore } from './redis/redis-credit-store.js';
 import { checkRedisFitness, connectRedis } from './redis/redis-connection.js';
 
@@ -12,6 +17,9 @@ export interface Meterd {
   grpcPort: number;
   store: RedisCreditStore;
   sweeper: ExpirySweeper;
+  /** Absent when started with ledger: false. */
+  flusher?: LedgerFlusher;
+  database?: pg.Pool;
   stop(): Promise<void>;
 }
 
@@ -19,9 +27,24 @@ export class UnfitRedisError extends Error {
   override name = 'UnfitRedisError';
 }
 
+/** Creates the database if missing and applies the migrations (also `meterd migrate`). */
+export async function prepareDatabase(settings: Readonly<Settings>, logger: Logger): Promise<pg.Pool> {
+  await ensureDatabase(settings.databaseUrl);
+  const database = createDatabasePool(settings, (err) => logger.warn({ err: err.message }, 'postgres connection error'));
+  try {
+    const applied = await migrate(database);
+    if (applied.length > 0) logger.info({ applied }, 'migrations applied');
+  } catch (err) {
+    await database.end();
+    throw err;
+  }
+  return database;
+}
+
 /**
- * Wires meterd together: Redis (checked fit for money) → credit store → gRPC services, plus the
- * expiry sweeper. main.ts runs it from the environment; tests run it in-process with their own clock.
+ * Wires meterd together: Redis (checked fit for money) → credit store → gRPC services, the expiry
+ * sweeper, and the ledger flusher into Postgres. main.ts runs it from the environment; tests run it
+ * in-process with their own clock (and without Postgres when they only test the engine).
  */
 export async function startMeterd(options: {
   settings: Readonly<Settings>;
@@ -29,6 +52,10 @@ export async function startMeterd(options: {
   logger: Logger;
   clock?: Clock;
   sweeper?: boolean;
+  /** Flush the ledger to Postgres (default true). */
+  ledger?: boolean;
+  /** Start the flusher's background loop (default true; tests may drive flushOnce themselves). */
+  flushLoop?: boolean;
   /** Sees every finished gRPC call (the benchmark measures server-side handling time with it). */
   observeCall?: CallObserver;
 }): Promise<Meterd> {
@@ -36,6 +63,7 @@ export async function startMeterd(options: {
   const clock = options.clock ?? systemClock;
   const redisLogger = logger.child({ component: 'redis' });
   const redis = await connectRedis(settings, (err) => redisLogger.warn({ err: err.message }, 'redis connection error'));
+  let database: pg.Pool | undefined;
   try {
     const fitness = await checkRedisFitness(redis);
     for (const advice of fitness.advice) logger.warn({ advice }, 'redis durability advice');
@@ -43,6 +71,7 @@ export async function startMeterd(options: {
       if (!settings.redisAllowEviction) throw new UnfitRedisError(fitness.problems.join('; '));
       for (const problem of fitness.problems) logger.warn({ problem }, 'redis unfit for money (REDIS_ALLOW_EVICTION=true)');
     }
+    if (options.ledger ?? true) database = await prepareDatabase(settings, logger);
   } catch (err) {
     redis.disconnect();
     throw err;
@@ -50,19 +79,35 @@ export async function startMeterd(options: {
   const store = new RedisCreditStore(redis, { keyPrefix: settings.redisKeyPrefix, product, clock });
   await store.loadScripts();
   const sweeper = new ExpirySweeper(store, settings.sweepIntervalMs, logger.child({ component: 'sweeper' }));
+  let flusher: LedgerFlusher | undefined;
+  if (database) {
+    const streams = new LedgerStreams(redis, settings.redisKeyPrefix);
+    await streams.ensureGroups();
+    flusher = new LedgerFlusher(streams, (partition, group) => store.trimLedger(partition, group), database, {
+      batchEventsMax: settings.flushBatchEventsMax,
+      intervalMs: settings.flushIntervalMs,
+      reclaimIdleMs: settings.flushReclaimIdleMs,
+    }, logger.child({ component: 'flusher' }));
+  }
   const grpc = await startGrpcServer(settings.grpcHost, settings.grpcPort, {
     store, product, clock, logger: logger.child({ component: 'grpc' }), observe: options.observeCall ?? (() => {}),
   });
   if (options.sweeper ?? true) sweeper.start();
-  logger.info({ grpcPort: grpc.port, keyPrefix: settings.redisKeyPrefix }, 'meterd serving');
-  return {
+  if (flusher && (options.flushLoop ?? true)) flusher.start();
+  logger.info({ grpcPort: grpc.port, keyPrefix: settings.redisKeyPrefix, ledger: database !== undefined }, 'meterd serving');
+  const meterd: Meterd = {
     grpcPort: grpc.port,
     store,
     sweeper,
     async stop() {
       await stopGrpcServer(grpc.server, settings.shutdownGraceMs);
       await sweeper.stop();
+      await flusher?.stop();
+      await database?.end();
       await redis.quit().catch(() => redis.disconnect());
     },
   };
+  if (flusher) meterd.flusher = flusher;
+  if (database) meterd.database = database;
+  return meterd;
 }

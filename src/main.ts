@@ -1,14 +1,23 @@
 import { loadProductConfig, ConfigError } from './config/product-config.js';
 import { loadSettings } from './config/settings.js';
-import { startMeterd, UnfitRedisError } from './app.js';
+import { prepareDatabase, startMeterd, UnfitRedisError } from './app.js';
 import { createLogger } from './observability/logger.js';
 
-/** Composition root: settings → product config → meterd; SIGTERM/SIGINT drain, a second forces exit. */
+/**
+ * Composition root: settings → product config → meterd; SIGTERM/SIGINT drain, a second forces exit.
+ * `main.js migrate` only prepares the database.
+ */
 async function main(): Promise<void> {
   let logger = createLogger(process.env.LOG_LEVEL ?? 'info');
   try {
     const settings = loadSettings();
     logger = createLogger(settings.logLevel);
+    if (process.argv[2] === 'migrate') {
+      // `meterd migrate`: create the database if missing, apply the migrations, exit.
+      await (await prepareDatabase(settings, logger)).end();
+      logger.info('database migrated');
+      return;
+    }
     const product = loadProductConfig(settings.productConfigPath);
     logger.info({ config: settings.productConfigPath, plans: product.plans.size, features: product.features.size }, 'product config loaded');
     const meterd = await startMeterd({ settings, product, logger });

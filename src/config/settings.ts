@@ -27,6 +27,12 @@ const settingsSchema = z.object({
   METERD_CONFIG: z.string().default(EXAMPLE_PRODUCT_CONFIG_PATH),
   SWEEP_INTERVAL_MS: integer(50, 60_000, 1_000),
   SHUTDOWN_GRACE_MS: integer(0, 600_000, 10_000),
+  DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\/\S+$/, 'must be a postgres:// URL').default('postgres://postgres@127.0.0.1:5432/meterd'),
+  DATABASE_POOL_MAX: integer(1, 100, 5),
+  DATABASE_STATEMENT_TIMEOUT_MS: integer(100, 600_000, 10_000),
+  FLUSH_INTERVAL_MS: integer(10, 60_000, 100),
+  FLUSH_BATCH_EVENTS_MAX: integer(1, 10_000, 1_000),
+  FLUSH_RECLAIM_IDLE_MS: integer(1_000, 3_600_000, 30_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -41,6 +47,12 @@ export interface Settings {
   productConfigPath: string;
   sweepIntervalMs: number;
   shutdownGraceMs: number;
+  databaseUrl: string;
+  databasePoolMax: number;
+  databaseStatementTimeoutMs: number;
+  flushIntervalMs: number;
+  flushBatchEventsMax: number;
+  flushReclaimIdleMs: number;
   logLevel: string;
 }
 
@@ -72,6 +84,12 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Readonly<Set
     productConfigPath: s.METERD_CONFIG,
     sweepIntervalMs: s.SWEEP_INTERVAL_MS,
     shutdownGraceMs: s.SHUTDOWN_GRACE_MS,
+    databaseUrl: s.DATABASE_URL,
+    databasePoolMax: s.DATABASE_POOL_MAX,
+    databaseStatementTimeoutMs: s.DATABASE_STATEMENT_TIMEOUT_MS,
+    flushIntervalMs: s.FLUSH_INTERVAL_MS,
+    flushBatchEventsMax: s.FLUSH_BATCH_EVENTS_MAX,
+    flushReclaimIdleMs: s.FLUSH_RECLAIM_IDLE_MS,
     logLevel: s.LOG_LEVEL,
   });
 }

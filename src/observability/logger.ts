@@ -8,7 +8,7 @@ export function createLogger(level: string): Logger {
     level,
     base: { service: 'meterd' },
     timestamp: pino.stdTimeFunctions.isoTime,
-    redact: { paths: ['redisUrl', '*.redisUrl', 'authorization', '*.authorization'], censor: '[redacted]' },
+    redact: { paths: ['redisUrl', '*.redisUrl', 'databaseUrl', '*.databaseUrl', 'authorization', '*.authorization'], censor: '[redacted]' },
     serializers: { err: pino.stdSerializers.err },
   });
 }

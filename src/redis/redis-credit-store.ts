@@ -25,7 +25,7 @@ import { scriptRefusal, type ErrorContext } from './script-errors.js';
 export type ScriptName =
   | 'reserveCredits' | 'commitReservation' | 'releaseReservation' | 'extendReservation' | 'expireReservations'
   | 'getBalance' | 'upsertAccount' | 'placeAccountStub' | 'getAccount' | 'changePlan' | 'grantCredits'
-  | 'adjustCredits' | 'refundCharge' | 'getUsage';
+  | 'adjustCredits' | 'refundCharge' | 'getUsage' | 'trimLedger';
 
 /** Observes every script call (metrics live outside the adapter). */
 export type ScriptObserver = (script: ScriptName, seconds: number, outcome: 'ok' | 'refused' | 'error') => void;
@@ -230,6 +230,12 @@ export class RedisCreditStore implements CreditStore {
 
   async getUsage(accountId: string): Promise<UsageResult> {
     return decodeUsage(await this.runForAccount('getUsage', accountId, () => [accountId]));
+  }
+
+  /** Trims a partition's ledger stream below what the flush group has acknowledged. */
+  async trimLedger(partition: number, group: string): Promise<number> {
+    const reply = await this.run('trimLedger', partition, [group]);
+    return Number(reply.trimmed);
   }
 
   async sweepExpired(partition: number, max: number): Promise<SweepResult> {

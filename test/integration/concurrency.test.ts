@@ -7,13 +7,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Balance } from '../../src/gen/meterd/v1/types.js';
 import { ReservationState } from '../../src/gen/meterd/v1/types.js';
 import { errorInfoOf } from '../../src/grpc/status-details.js';
 import { homePartition, partitionPrefix } from '../../src/redis/keys.js';
 import { connectClients, type TestClients } from '../support/grpc-clients.js';
-import { deleteKeys, LOCAL_REDIS } from '../support/meterd.js';
+import { deleteKeys, dropDatabase, LOCAL_REDIS, testDatabaseUrl } from '../support/meterd.js';
 import { freePort } from '../support/redis-servers.js';
 
 /**
@@ -197,24 +198,35 @@ function tally(list: Array<Outcome<unknown>>): Record<string, number> {
   return counts;
 }
 
-async function ledgerKinds(keyPrefix: string, accountId: string): Promise<Record<string, number>> {
-  const redis = new Redis(REDIS_URL, { protocol: 2, maxRetriesPerRequest: 1 });
+/**
+ * Ledger events of an account as both processes' flushers put them into Postgres: waits (bounded)
+ * until `expectedCommits` commit events arrived, then counts events by kind and checks the
+ * per-account sequence is 1..n without gaps or duplicates.
+ */
+async function flushedLedger(databaseUrl: string, accountId: string, expectedCommits: number): Promise<{ kinds: Record<string, number>; gapless: boolean }> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
   try {
-    const entries = await redis.xrange(`${partitionPrefix(keyPrefix, homePartition(accountId))}ledger`, '-', '+');
-    const counts: Record<string, number> = {};
-    for (const [, flat] of entries) {
-      const kind = flat[flat.indexOf('kind') + 1] ?? '?';
-      counts[kind] = (counts[kind] ?? 0) + 1;
+    for (let attempt = 0; attempt < 200; attempt++) {
+      const commits = await client.query<{ n: string }>("SELECT count(*) AS n FROM ledger_events WHERE account_id = $1 AND kind = 'commit'", [accountId]);
+      if (Number(commits.rows[0]?.n) >= expectedCommits) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    return counts;
+    const kinds: Record<string, number> = {};
+    for (const row of (await client.query<{ kind: string; n: string }>('SELECT kind, count(*) AS n FROM ledger_events WHERE account_id = $1 GROUP BY kind', [accountId])).rows) {
+      kinds[row.kind] = Number(row.n);
+    }
+    const seq = (await client.query<{ n: string; max: string; min: string }>('SELECT count(*) AS n, max(seq) AS max, min(seq) AS min FROM ledger_events WHERE account_id = $1', [accountId])).rows[0];
+    return { kinds, gapless: seq !== undefined && seq.min === '1' && seq.n === seq.max };
   } finally {
-    redis.disconnect();
+    await client.end();
   }
 }
 
 describe('concurrent reserves through two meterd processes sharing one Redis', () => {
   const run = randomBytes(6).toString('hex');
   const keyPrefix = `tc${run}`;
+  const databaseUrl = testDatabaseUrl(`meterd_${keyPrefix}`);
   let dir = '';
   const processes: MeterdProcess[] = [];
   let a: TestClients;
@@ -228,6 +240,7 @@ describe('concurrent reserves through two meterd processes sharing one Redis', (
     const env = {
       REDIS_URL,
       REDIS_KEY_PREFIX: keyPrefix,
+      DATABASE_URL: databaseUrl,
       LOG_LEVEL: 'warn',
       METERD_CONFIG: configPath,
       SHUTDOWN_GRACE_MS: '2000',
@@ -246,6 +259,7 @@ describe('concurrent reserves through two meterd processes sharing one Redis', (
     for (const c of clientsOpen) c.close();
     await Promise.all(processes.map((p) => stopProcess(p)));
     await deleteKeys(REDIS_URL, `${keyPrefix}:*`);
+    await dropDatabase(databaseUrl);
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -324,7 +338,10 @@ describe('concurrent reserves through two meterd processes sharing one Redis', (
     expect(usage.operations).toBe(250n);
     expect(usage.users.reduce((sum, u) => sum + u.credits, 0n)).toBe(250n);
 
-    expect(await ledgerKinds(keyPrefix, accountId)).toMatchObject({ hold: 250, commit: 250 });
+    // Both processes' flushers share the streams: every event reaches Postgres once.
+    const ledger = await flushedLedger(databaseUrl, accountId, 250);
+    expect(ledger.kinds).toMatchObject({ hold: 250, commit: 250 });
+    expect(ledger.gapless).toBe(true);
   });
 
   it('a space and its root racing from both processes: the space stays within its cap, the pool is never overdrawn', async () => {

@@ -33,6 +33,7 @@ const SMOKE: Record<string, { args: string[]; reply: Record<string, unknown> }> 
   upsertAccount: { args: ['nobody', '', '0', '0', '', '', '', '0', '0', '0'], reply: { e: 'PLAN_REQUIRED', account_id: 'nobody' } },
   expireReservations: { args: ['10'], reply: { expired: 0, credits: '0', more: false } },
   placeAccountStub: { args: ['stub-smoke', '3'], reply: {} },
+  trimLedger: { args: ['flush'], reply: { trimmed: 0, below: '0-0' } },
 };
 
 describe('Lua compiles and runs in Redis', () => {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { pino } from 'pino';
 import { startMeterd, type Meterd } from '../../src/app.js';
 import { EXAMPLE_PRODUCT_CONFIG_PATH, loadProductConfig, parseProductConfig, type ProductConfig } from '../../src/config/product-config.js';
@@ -46,6 +47,8 @@ export interface TestMeterd {
   clients: TestClients;
   clock: ManualClock;
   keyPrefix: string;
+  /** This run's own database (created only with postgres: true). */
+  databaseUrl: string;
   stop(): Promise<void>;
 }
 
@@ -55,10 +58,16 @@ export async function startTestMeterd(options: {
   product?: ProductConfig;
   clockMs?: number;
   sweeper?: boolean;
+  /** Flush the ledger into a Postgres database of this run's own (dropped at stop). */
+  postgres?: boolean;
+  /** With postgres: run the flusher's loop (default false: tests call flusher.drain()). */
+  flushLoop?: boolean;
 } = {}): Promise<TestMeterd> {
   const target = options.target ?? LOCAL_REDIS;
   const keyPrefix = `t${randomBytes(6).toString('hex')}`;
+  const databaseUrl = testDatabaseUrl(`meterd_${keyPrefix}`);
   const settings = loadSettings({
+    DATABASE_URL: databaseUrl,
     REDIS_URL: target.url ?? 'redis://127.0.0.1:6379',
     REDIS_CLUSTER_NODES: (target.clusterNodes ?? []).map((n) => `${n.host}:${n.port}`).join(','),
     REDIS_KEY_PREFIX: keyPrefix,
@@ -70,14 +79,16 @@ export async function startTestMeterd(options: {
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const meterd = await startMeterd({
     settings, product: options.product ?? TEST_PRODUCT, logger, clock, sweeper: options.sweeper ?? false,
+    ledger: options.postgres ?? false, flushLoop: options.flushLoop ?? false,
   });
   const clients = connectClients(meterd.grpcPort);
   return {
-    meterd, clients, clock, keyPrefix,
+    meterd, clients, clock, keyPrefix, databaseUrl,
     async stop() {
       clients.close();
       await meterd.stop();
       if (!target.clusterNodes?.length) await deleteKeys(target.url ?? 'redis://127.0.0.1:6379', `${keyPrefix}:*`);
+      if (options.postgres) await dropDatabase(databaseUrl);
     },
   };
 }
@@ -96,5 +107,25 @@ export async function deleteKeys(url: string, pattern: string): Promise<void> {
     } while (cursor !== '0');
   } finally {
     redis.disconnect();
+  }
+}
+
+/** The machine's Postgres (TEST_DATABASE_URL overrides the server), with a database name of a test's own. */
+export function testDatabaseUrl(database: string): string {
+  const url = new URL(process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+  url.pathname = `/${database}`;
+  return url.toString();
+}
+
+export async function dropDatabase(databaseUrl: string): Promise<void> {
+  const url = new URL(databaseUrl);
+  const database = url.pathname.slice(1);
+  url.pathname = '/postgres';
+  const client = new pg.Client({ connectionString: url.toString() });
+  await client.connect();
+  try {
+    await client.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
+  } finally {
+    await client.end();
   }
 }

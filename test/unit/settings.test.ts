@@ -25,6 +25,12 @@ describe('loadSettings', () => {
       productConfigPath: EXAMPLE_PRODUCT_CONFIG_PATH,
       sweepIntervalMs: 1000,
       shutdownGraceMs: 10_000,
+      databaseUrl: 'postgres://postgres@127.0.0.1:5432/meterd',
+      databasePoolMax: 5,
+      databaseStatementTimeoutMs: 10_000,
+      flushIntervalMs: 100,
+      flushBatchEventsMax: 1000,
+      flushReclaimIdleMs: 30_000,
       logLevel: 'info',
     });
     expect(EXAMPLE_PRODUCT_CONFIG_PATH).toMatch(/src\/config\/product\.example\.yaml$/);
@@ -46,6 +52,12 @@ describe('loadSettings', () => {
       METERD_CONFIG: '/etc/meterd/product.yaml',
       SWEEP_INTERVAL_MS: '50',
       SHUTDOWN_GRACE_MS: '600000',
+      DATABASE_URL: 'postgresql://meterd:secret@db.internal:5433/ledger',
+      DATABASE_POOL_MAX: '20',
+      DATABASE_STATEMENT_TIMEOUT_MS: '2000',
+      FLUSH_INTERVAL_MS: '50',
+      FLUSH_BATCH_EVENTS_MAX: '5000',
+      FLUSH_RECLAIM_IDLE_MS: '60000',
       LOG_LEVEL: 'silent',
       PATH: '/usr/bin',
     });
@@ -60,6 +72,12 @@ describe('loadSettings', () => {
       productConfigPath: '/etc/meterd/product.yaml',
       sweepIntervalMs: 50,
       shutdownGraceMs: 600_000,
+      databaseUrl: 'postgresql://meterd:secret@db.internal:5433/ledger',
+      databasePoolMax: 20,
+      databaseStatementTimeoutMs: 2000,
+      flushIntervalMs: 50,
+      flushBatchEventsMax: 5000,
+      flushReclaimIdleMs: 60_000,
       logLevel: 'silent',
     });
   });
@@ -74,6 +92,9 @@ describe('loadSettings', () => {
 
   const bad: ReadonlyArray<readonly [variable: string, value: string]> = [
     ['REDIS_URL', 'not a url'],
+    ['DATABASE_URL', 'mysql://x/y'],
+    ['FLUSH_BATCH_EVENTS_MAX', '0'],
+    ['FLUSH_RECLAIM_IDLE_MS', '999'],
     ['REDIS_URL', ''],
     ['REDIS_KEY_PREFIX', ''],
     ['REDIS_KEY_PREFIX', 'has space'],

@@ -1,0 +1,143 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type pg from 'pg';
+import { PARTITION_COUNT } from '../config/limits.js';
+import type { LedgerEvent } from '../domain/ledger-event.js';
+import type { Logger } from '../observability/logger.js';
+import { FLUSH_GROUP, type LedgerStreams } from '../redis/ledger-streams.js';
+import { writeLedgerBatch } from './ledger-writer.js';
+
+/**
+ * Moves ledger events from the partition streams into Postgres, exactly once in effect:
+ * read (XREADGROUP, pending until acknowledged) → one transaction (INSERT … ON CONFLICT DO NOTHING
+ * plus projections) → COMMIT → XACK → trim what is acknowledged. A crash before COMMIT leaves the
+ * entries pending (re-read by this consumer, or reclaimed by another after reclaimIdleMs); a crash
+ * between COMMIT and XACK redelivers a batch whose insert is then a no-op. While Postgres is down
+ * the streams grow and reserve/commit carry on.
+ */
+export interface FlusherOptions {
+  batchEventsMax: number;
+  intervalMs: number;
+  reclaimIdleMs: number;
+  /** Consumer name in the group; unique per process. */
+  consumer?: string;
+}
+
+export interface FlushResult {
+  events: number;
+  inserted: number;
+  duplicates: number;
+}
+
+/** Trims one partition's stream below what the group acknowledged (RedisCreditStore.trimLedger). */
+export type LedgerTrimmer = (partition: number, group: string) => Promise<number>;
+
+const BACKOFF_MS_MAX = 5_000;
+
+export class LedgerFlusher {
+  readonly consumer: string;
+  private cursor = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private failures = 0;
+  private lastReclaimMs = 0;
+
+  constructor(
+    private readonly streams: LedgerStreams,
+    private readonly trim: LedgerTrimmer,
+    private readonly db: pg.Pool,
+    private readonly options: FlusherOptions,
+    private readonly logger: Logger,
+  ) {
+    this.consumer = options.consumer ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  }
+
+  /** Reads up to batchEventsMax events round-robin over the partitions and flushes them in one transaction. */
+  async flushOnce(): Promise<FlushResult> {
+    const batches: Array<{ partition: number; events: LedgerEvent[] }> = [];
+    let budget = this.options.batchEventsMax;
+    for (let visited = 0; visited < PARTITION_COUNT && budget > 0; visited++) {
+      const partition = (this.cursor + visited) % PARTITION_COUNT;
+      const events = await this.streams.read(partition, this.consumer, budget);
+      if (events.length > 0) {
+        batches.push({ partition, events });
+        budget -= events.length;
+      }
+    }
+    this.cursor = (this.cursor + 1) % PARTITION_COUNT;
+    const events = batches.flatMap((b) => b.events);
+    if (events.length === 0) return { events: 0, inserted: 0, duplicates: 0 };
+
+    const client = await this.db.connect();
+    let result;
+    try {
+      await client.query('BEGIN');
+      result = await writeLedgerBatch(client, events);
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
+    if (result.conflicting.length > 0) {
+      this.logger.error({ eventIds: result.conflicting.slice(0, 20), count: result.conflicting.length },
+        'ledger events already in Postgres with another payload (Redis lost data, or a bug): kept the stored ones');
+    }
+    for (const batch of batches) {
+      await this.streams.ack(batch.partition, batch.events.map((e) => e.streamEntryId));
+      await this.trim(batch.partition, FLUSH_GROUP);
+    }
+    return { events: events.length, inserted: result.inserted, duplicates: result.duplicates };
+  }
+
+  /** Takes over entries that other (dead) consumers left pending too long. */
+  async reclaimOnce(): Promise<number> {
+    let claimed = 0;
+    for (let partition = 0; partition < PARTITION_COUNT; partition++) {
+      claimed += await this.streams.reclaim(partition, this.consumer, this.options.reclaimIdleMs, this.options.batchEventsMax);
+    }
+    return claimed;
+  }
+
+  /** Flushes until the streams are empty (shutdown, tests). */
+  async drain(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const { events } = await this.flushOnce();
+      total += events;
+      if (events === 0) return total;
+    }
+  }
+
+  start(): void {
+    const tick = async () => {
+      let delayMs = this.options.intervalMs;
+      try {
+        if (Date.now() - this.lastReclaimMs >= this.options.reclaimIdleMs / 2) {
+          this.lastReclaimMs = Date.now();
+          const claimed = await this.reclaimOnce();
+          if (claimed > 0) this.logger.warn({ claimed }, 'reclaimed ledger entries left pending by another consumer');
+        }
+        const { events } = await this.flushOnce();
+        this.failures = 0;
+        if (events >= this.options.batchEventsMax) delayMs = 0; // more is waiting
+      } catch (err) {
+        this.failures += 1;
+        delayMs = Math.min(this.options.intervalMs * 2 ** this.failures, BACKOFF_MS_MAX);
+        this.logger.warn({ err, retryInMs: delayMs }, 'ledger flush failed; the events stay pending in Redis');
+      }
+      if (this.timer !== undefined) this.timer = setTimeout(() => (this.running = tick()), delayMs);
+    };
+    this.timer = setTimeout(() => (this.running = tick()), this.options.intervalMs);
+  }
+
+  /** Stops the loop and runs a final flush. */
+  async stop(): Promise<void> {
+    const timer = this.timer;
+    this.timer = undefined;
+    if (timer) clearTimeout(timer);
+    await this.running;
+    await this.drain().catch((err: unknown) => this.logger.warn({ err }, 'final ledger flush failed; events stay pending in Redis'));
+  }
+}

@@ -1,0 +1,169 @@
+import type pg from 'pg';
+import type { LedgerEvent } from '../domain/ledger-event.js';
+
+/**
+ * Writes one batch of ledger events and the projections they drive, in the caller's transaction:
+ * INSERT … ON CONFLICT (event_id) DO NOTHING, then projections only for the rows actually inserted,
+ * so a batch delivered twice (a crash between COMMIT and XACK) changes nothing the second time.
+ * Every projection is order-independent (upserts that add, or keep the newest), because replicas
+ * may commit consecutive batches of one stream in either order.
+ */
+export interface WriteResult {
+  inserted: number;
+  duplicates: number;
+  /** Event ids already stored with another payload: a bug or a Redis that lost data, to alarm on. */
+  conflicting: string[];
+}
+
+const COLUMNS = [
+  ['event_id', 'text'], ['account_id', 'text'], ['seq', 'bigint'], ['kind', 'text'], ['space_id', 'text'],
+  ['user_id', 'text'], ['feature', 'text'], ['reservation_id', 'text'], ['trial', 'bigint'], ['allowance', 'bigint'],
+  ['promo', 'bigint'], ['pack', 'bigint'], ['overage', 'bigint'], ['held', 'bigint'], ['charged', 'bigint'],
+  ['charged_overage', 'bigint'], ['shortfall', 'bigint'], ['promo_detail', 'text'], ['plan', 'text'],
+  ['period_start_ms', 'bigint'], ['period_end_ms', 'bigint'], ['op_id', 'text'], ['reason', 'text'], ['actor', 'text'],
+  ['labels', 'jsonb'], ['settings', 'jsonb'], ['occurred_at_ms', 'bigint'], ['stream_entry_id', 'text'],
+  ['payload_sha256', 'text'],
+] as const;
+
+const toMs = (column: string) => `CASE WHEN ${column} IS NULL THEN NULL ELSE to_timestamp(${column}::double precision / 1000) END`;
+
+const INSERT_EVENTS = `
+  INSERT INTO ledger_events (${COLUMNS.map(([c]) => c.replace(/_ms$/, '')).join(', ')})
+  SELECT ${COLUMNS.map(([c]) => (c.endsWith('_ms') ? toMs(c) : c)).join(', ')}
+  FROM unnest(${COLUMNS.map(([, type], i) => `$${i + 1}::${type}[]`).join(', ')})
+    AS u(${COLUMNS.map(([c]) => c).join(', ')})
+  ON CONFLICT (event_id) DO NOTHING
+  RETURNING event_id`;
+
+function columnValues(event: LedgerEvent): unknown[] {
+  return [
+    event.eventId, event.accountId, event.seq.toString(), event.kind, event.spaceId, event.userId, event.feature,
+    event.reservationId, event.trial.toString(), event.allowance.toString(), event.promo.toString(), event.pack.toString(),
+    event.overage.toString(), event.held.toString(), event.charged.toString(), event.chargedOverage.toString(),
+    event.shortfall.toString(), event.promoDetail, event.plan, event.periodStartMs, event.periodEndMs, event.opId,
+    event.reason, event.actor, event.labels, event.settings, event.occurredAtMs, event.streamEntryId, event.payloadSha256,
+  ];
+}
+
+const SETTLED_STATE: Record<string, string> = { commit: 'committed', release: 'released', expire: 'expired' };
+
+export async function writeLedgerBatch(client: pg.ClientBase, events: LedgerEvent[]): Promise<WriteResult> {
+  if (events.length === 0) return { inserted: 0, duplicates: 0, conflicting: [] };
+  const columns: unknown[][] = COLUMNS.map(() => []);
+  for (const event of events) columnValues(event).forEach((value, i) => columns[i]?.push(value));
+  const insertedIds = new Set((await client.query<{ event_id: string }>(INSERT_EVENTS, columns)).rows.map((r) => r.event_id));
+  const inserted = events.filter((e) => insertedIds.has(e.eventId));
+
+  const duplicates = events.filter((e) => !insertedIds.has(e.eventId));
+  const conflicting: string[] = [];
+  if (duplicates.length > 0) {
+    const stored = await client.query<{ event_id: string; payload_sha256: string }>(
+      'SELECT event_id, payload_sha256 FROM ledger_events WHERE event_id = ANY($1::text[])', [duplicates.map((e) => e.eventId)]);
+    const hashes = new Map(stored.rows.map((r) => [r.event_id, r.payload_sha256]));
+    for (const e of duplicates) if (hashes.get(e.eventId) !== e.payloadSha256) conflicting.push(e.eventId);
+  }
+
+  await upsertOutcomes(client, inserted);
+  await addUsage(client, inserted);
+  await upsertSettings(client, inserted);
+  return { inserted: inserted.length, duplicates: duplicates.length, conflicting };
+}
+
+async function upsertOutcomes(client: pg.ClientBase, events: LedgerEvent[]): Promise<void> {
+  const settled = events.filter((e) => SETTLED_STATE[e.kind] !== undefined);
+  if (settled.length > 0) {
+    await client.query(`
+      INSERT INTO reservation_outcomes (reservation_id, account_id, space_id, user_id, feature, state, charged,
+        charged_overage, shortfall, settled_at, event_id)
+      SELECT r, a, s, u, f, st, c, co, sh, to_timestamp(t::double precision / 1000), e
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[],
+        $9::bigint[], $10::bigint[], $11::text[]) AS x(r, a, s, u, f, st, c, co, sh, t, e)
+      ON CONFLICT (reservation_id) DO UPDATE SET state = excluded.state, charged = excluded.charged,
+        charged_overage = excluded.charged_overage, shortfall = excluded.shortfall, settled_at = excluded.settled_at,
+        event_id = excluded.event_id, account_id = excluded.account_id, space_id = excluded.space_id,
+        user_id = excluded.user_id, feature = excluded.feature`,
+      [settled.map((e) => e.reservationId), settled.map((e) => e.accountId), settled.map((e) => e.spaceId),
+        settled.map((e) => e.userId), settled.map((e) => e.feature), settled.map((e) => SETTLED_STATE[e.kind]),
+        settled.map((e) => e.charged.toString()), settled.map((e) => e.chargedOverage.toString()),
+        settled.map((e) => e.shortfall.toString()), settled.map((e) => e.occurredAtMs), settled.map((e) => e.eventId)]);
+  }
+  // A refund may be flushed before its commit (another replica's batch): it adds to `refunded` either way.
+  const refunds = new Map<string, { event: LedgerEvent; credits: bigint }>();
+  for (const e of events.filter((x) => x.kind === 'refund')) {
+    const seen = refunds.get(e.reservationId);
+    refunds.set(e.reservationId, { event: e, credits: (seen?.credits ?? 0n) - e.charged });
+  }
+  if (refunds.size > 0) {
+    const rows = [...refunds.values()];
+    await client.query(`
+      INSERT INTO reservation_outcomes (reservation_id, account_id, space_id, user_id, feature, state, refunded, settled_at, event_id)
+      SELECT r, a, s, u, f, 'committed', c, to_timestamp(t::double precision / 1000), e
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[])
+        AS x(r, a, s, u, f, c, t, e)
+      ON CONFLICT (reservation_id) DO UPDATE SET refunded = reservation_outcomes.refunded + excluded.refunded`,
+      [rows.map((r) => r.event.reservationId), rows.map((r) => r.event.accountId), rows.map((r) => r.event.spaceId),
+        rows.map((r) => r.event.userId), rows.map((r) => r.event.feature), rows.map((r) => r.credits.toString()),
+        rows.map((r) => r.event.occurredAtMs), rows.map((r) => r.event.eventId)]);
+  }
+}
+
+/** Committed usage per pool × period × space × feature × user. */
+async function addUsage(client: pg.ClientBase, events: LedgerEvent[]): Promise<void> {
+  const totals = new Map<string, { e: LedgerEvent; operations: number; credits: bigint }>();
+  for (const e of events) {
+    if (e.kind !== 'commit' || e.periodStartMs === null) continue;
+    const key = [e.accountId, e.periodStartMs, e.spaceId, e.feature, e.userId].join('\u0000');
+    const total = totals.get(key) ?? { e, operations: 0, credits: 0n };
+    total.operations += 1;
+    total.credits += e.charged;
+    totals.set(key, total);
+  }
+  if (totals.size === 0) return;
+  const rows = [...totals.values()];
+  await client.query(`
+    INSERT INTO usage_rollups (account_id, period_start, space_id, feature, user_id, operations, credits)
+    SELECT a, to_timestamp(p::double precision / 1000), s, f, u, o, c
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[]) AS x(a, p, s, f, u, o, c)
+    ON CONFLICT (account_id, period_start, space_id, feature, user_id) DO UPDATE
+      SET operations = usage_rollups.operations + excluded.operations, credits = usage_rollups.credits + excluded.credits`,
+    [rows.map((r) => r.e.accountId), rows.map((r) => r.e.periodStartMs), rows.map((r) => r.e.spaceId),
+      rows.map((r) => r.e.feature), rows.map((r) => r.e.userId), rows.map((r) => r.operations), rows.map((r) => r.credits.toString())]);
+}
+
+interface SettingsJson {
+  account_id: string; plan: string; billing_anchor: string; parent_id: string; space_limit_credits?: string;
+  trial_credits: string; trial_ends_at: string; low_balance_threshold: string; pending_plan: string; created_at: string;
+}
+
+/** Account settings: the newest account_settings event of each account wins. */
+async function upsertSettings(client: pg.ClientBase, events: LedgerEvent[]): Promise<void> {
+  const newest = new Map<string, { e: LedgerEvent; s: SettingsJson }>();
+  for (const e of events) {
+    if (e.kind !== 'account_settings' || e.settings === null) continue;
+    const s = JSON.parse(e.settings) as SettingsJson;
+    const seen = newest.get(s.account_id);
+    if (!seen || seen.e.seq < e.seq) newest.set(s.account_id, { e, s });
+  }
+  if (newest.size === 0) return;
+  const rows = [...newest.values()];
+  const ms = (text: string) => (text === '0' ? null : Number(text));
+  await client.query(`
+    INSERT INTO accounts (account_id, parent_id, plan, pending_plan, billing_anchor, space_limit_credits, trial_credits,
+      trial_ends_at, low_balance_threshold, created_at, settings_pool, settings_seq)
+    SELECT a, pa, pl, pp, to_timestamp(an::double precision / 1000), cap, tc,
+      CASE WHEN te IS NULL THEN NULL ELSE to_timestamp(te::double precision / 1000) END, low,
+      to_timestamp(cr::double precision / 1000), sp, sq
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
+      $9::bigint[], $10::bigint[], $11::text[], $12::bigint[]) AS x(a, pa, pl, pp, an, cap, tc, te, low, cr, sp, sq)
+    ON CONFLICT (account_id) DO UPDATE SET parent_id = excluded.parent_id, plan = excluded.plan,
+      pending_plan = excluded.pending_plan, billing_anchor = excluded.billing_anchor,
+      space_limit_credits = excluded.space_limit_credits, trial_credits = excluded.trial_credits,
+      trial_ends_at = excluded.trial_ends_at, low_balance_threshold = excluded.low_balance_threshold,
+      settings_pool = excluded.settings_pool, settings_seq = excluded.settings_seq
+    WHERE accounts.settings_seq < excluded.settings_seq`,
+    [rows.map((r) => r.s.account_id), rows.map((r) => r.s.parent_id), rows.map((r) => r.s.plan),
+      rows.map((r) => r.s.pending_plan), rows.map((r) => Number(r.s.billing_anchor)),
+      rows.map((r) => r.s.space_limit_credits ?? null), rows.map((r) => r.s.trial_credits),
+      rows.map((r) => ms(r.s.trial_ends_at)), rows.map((r) => r.s.low_balance_threshold),
+      rows.map((r) => Number(r.s.created_at)), rows.map((r) => r.e.accountId), rows.map((r) => r.e.seq.toString())]);
+}

@@ -1,0 +1,68 @@
+import { PARTITION_COUNT } from '../config/limits.js';
+import { parseLedgerEvent, type LedgerEvent } from '../domain/ledger-event.js';
+import { partitionPrefix } from './keys.js';
+import type { RedisConnection } from './redis-connection.js';
+
+/**
+ * The partition ledger streams as the flusher consumes them, through one consumer group shared by
+ * every meterd replica: XREADGROUP delivers each entry to one consumer and keeps it pending until
+ * XACK (after the Postgres COMMIT). A consumer first re-reads its own pending entries (id 0), so
+ * a failed write is retried; XAUTOCLAIM takes over a dead consumer's entries. Trimming is a script
+ * (RedisCreditStore.trimLedger), so it is atomic with its look at the group.
+ */
+export const FLUSH_GROUP = 'flush';
+
+type StreamEntries = Array<[id: string, fields: string[]]>;
+
+export interface PartitionBatch {
+  partition: number;
+  events: LedgerEvent[];
+}
+
+export class LedgerStreams {
+  constructor(private readonly redis: RedisConnection, private readonly keyPrefix: string) {}
+
+  streamKey(partition: number): string {
+    return `${partitionPrefix(this.keyPrefix, partition)}ledger`;
+  }
+
+  /** Creates the consumer group on every partition stream (from the start: nothing is skipped). */
+  async ensureGroups(): Promise<void> {
+    await Promise.all(Array.from({ length: PARTITION_COUNT }, async (_, partition) => {
+      try {
+        await this.redis.xgroup('CREATE', this.streamKey(partition), FLUSH_GROUP, '0', 'MKSTREAM');
+      } catch (err) {
+        if (!(err instanceof Error) || !err.message.includes('BUSYGROUP')) throw err;
+      }
+    }));
+  }
+
+  /** Up to `count` entries for this consumer: its own pending ones first, then new ones. */
+  async read(partition: number, consumer: string, count: number): Promise<LedgerEvent[]> {
+    const key = this.streamKey(partition);
+    for (const from of ['0', '>']) {
+      const reply = (await this.redis.xreadgroup('GROUP', FLUSH_GROUP, consumer, 'COUNT', count, 'STREAMS', key, from)) as
+        | Array<[string, StreamEntries]>
+        | null;
+      const entries = reply?.[0]?.[1] ?? [];
+      // Pending entries trimmed away come back with null fields; they were flushed already.
+      const events = entries.filter(([, fields]) => fields !== null).map(([id, fields]) => parseLedgerEvent(id, fields));
+      if (events.length > 0) return events;
+    }
+    return [];
+  }
+
+  async ack(partition: number, ids: string[]): Promise<void> {
+    if (ids.length > 0) await this.redis.xack(this.streamKey(partition), FLUSH_GROUP, ...ids);
+  }
+
+  /** Takes over entries another consumer left pending for longer than minIdleMs; returns how many. */
+  async reclaim(partition: number, consumer: string, minIdleMs: number, count: number): Promise<number> {
+    const reply = (await this.redis.xautoclaim(this.streamKey(partition), FLUSH_GROUP, consumer, minIdleMs, '0-0', 'COUNT', count)) as [string, StreamEntries, string[]?];
+    return reply[1].length;
+  }
+
+  async length(partition: number): Promise<number> {
+    return this.redis.xlen(this.streamKey(partition));
+  }
+}
