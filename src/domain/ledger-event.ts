@@ -26,6 +26,7 @@ export interface LedgerEvent {
   plan: string;
   periodStartMs: number | null;
   periodEndMs: number | null;
+  expiresAtMs: number | null;
   opId: string;
   reason: string;
   actor: string;
@@ -36,6 +37,8 @@ export interface LedgerEvent {
   /** Hash of every field: the same event id arriving with another payload is a bug to alarm on. */
   payloadSha256: string;
 }
+
+const NEVER_EXPIRES_MS = '9007199254740991';
 
 export class LedgerEventShapeError extends Error {
   override name = 'LedgerEventShapeError';
@@ -82,6 +85,8 @@ export function parseLedgerEvent(streamEntryId: string, flat: string[]): LedgerE
     plan: fields.plan ?? '',
     periodStartMs: optionalMs(fields, 'period_start'),
     periodEndMs: optionalMs(fields, 'period_end'),
+    // A grant that never expires carries 2^53-1 ms (it sorts last in Redis); Postgres stores NULL.
+    expiresAtMs: fields.expires_at === NEVER_EXPIRES_MS ? null : optionalMs(fields, 'expires_at'),
     opId: fields.op_id ?? '',
     reason: fields.reason ?? '',
     actor: fields.actor ?? '',

@@ -20,7 +20,7 @@ const COLUMNS = [
   ['user_id', 'text'], ['feature', 'text'], ['reservation_id', 'text'], ['trial', 'bigint'], ['allowance', 'bigint'],
   ['promo', 'bigint'], ['pack', 'bigint'], ['overage', 'bigint'], ['held', 'bigint'], ['charged', 'bigint'],
   ['charged_overage', 'bigint'], ['shortfall', 'bigint'], ['promo_detail', 'text'], ['plan', 'text'],
-  ['period_start_ms', 'bigint'], ['period_end_ms', 'bigint'], ['op_id', 'text'], ['reason', 'text'], ['actor', 'text'],
+  ['period_start_ms', 'bigint'], ['period_end_ms', 'bigint'], ['expires_at_ms', 'bigint'], ['op_id', 'text'], ['reason', 'text'], ['actor', 'text'],
   ['labels', 'jsonb'], ['settings', 'jsonb'], ['occurred_at_ms', 'bigint'], ['stream_entry_id', 'text'],
   ['payload_sha256', 'text'],
 ] as const;
@@ -40,7 +40,7 @@ function columnValues(event: LedgerEvent): unknown[] {
     event.eventId, event.accountId, event.seq.toString(), event.kind, event.spaceId, event.userId, event.feature,
     event.reservationId, event.trial.toString(), event.allowance.toString(), event.promo.toString(), event.pack.toString(),
     event.overage.toString(), event.held.toString(), event.charged.toString(), event.chargedOverage.toString(),
-    event.shortfall.toString(), event.promoDetail, event.plan, event.periodStartMs, event.periodEndMs, event.opId,
+    event.shortfall.toString(), event.promoDetail, event.plan, event.periodStartMs, event.periodEndMs, event.expiresAtMs, event.opId,
     event.reason, event.actor, event.labels, event.settings, event.occurredAtMs, event.streamEntryId, event.payloadSha256,
   ];
 }

@@ -42,6 +42,7 @@ CREATE TABLE ledger_events (
   plan             text NOT NULL DEFAULT '',
   period_start     timestamptz,
   period_end       timestamptz,
+  expires_at       timestamptz,                -- a promotional grant's expiry (NULL: never)
   op_id            text NOT NULL DEFAULT '',
   reason           text NOT NULL DEFAULT '',
   actor            text NOT NULL DEFAULT '',

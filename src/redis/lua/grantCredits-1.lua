@@ -56,6 +56,7 @@ else
   refreshPromoNext(ctx, pool)
   fields.promo = creditsText
   fields.promo_detail = grantId .. '=' .. creditsText
+  fields.expires_at = expiresMs
 end
 rememberOperation(ctx, pool, 'grant', grantId, fingerprint, retentionMs)
 appendEvent(ctx, pool, 'grant', fields)

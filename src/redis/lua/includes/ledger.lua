@@ -10,7 +10,7 @@
 local LEDGER_FIELDS = {
   'space', 'user', 'feature', 'reservation', 'trial', 'allowance', 'promo', 'pack', 'overage', 'held',
   'charged', 'charged_overage', 'shortfall', 'promo_detail', 'plan', 'period_start', 'period_end', 'op_id', 'reason',
-  'actor', 'labels', 'settings',
+  'actor', 'labels', 'settings', 'expires_at',
 }
 
 local function appendEvent(ctx, pool, kind, fields)
