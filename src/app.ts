@@ -8,6 +8,7 @@ import type { Logger } from './observability/logger.js';
 import { createDatabasePool } from './postgres/database.js';
 import { LedgerFlusher } from './postgres/flusher.js';
 import { ensureDatabase, migrate } from './postgres/migrator.js';
+import { reconcile, type ReconcileReport } from './postgres/reconciler.js';
 import { ExpirySweeper } from './redis/expiry-sweeper.js';
 import { LedgerStreams } from './redis/ledger-streams.js';
 import { RedisCreditStore } from './redis/redis-credit-store.js';
@@ -94,12 +95,24 @@ export async function startMeterd(options: {
   });
   if (options.sweeper ?? true) sweeper.start();
   if (flusher && (options.flushLoop ?? true)) flusher.start();
+  // The background check: drift is logged per account (reconcile logs it); it never stops serving.
+  let reconcileTimer: NodeJS.Timeout | undefined;
+  if (database && settings.reconcileIntervalMs > 0 && (options.flushLoop ?? true)) {
+    const db = database;
+    const reconcileLogger = logger.child({ component: 'reconcile' });
+    reconcileTimer = setInterval(() => {
+      reconcile(db, (p, ids, max) => store.snapshotLedger(p, ids, max), reconcileLogger)
+        .catch((err: unknown) => reconcileLogger.warn({ err }, 'reconcile failed; trying again next interval'));
+    }, settings.reconcileIntervalMs);
+    reconcileTimer.unref();
+  }
   logger.info({ grpcPort: grpc.port, keyPrefix: settings.redisKeyPrefix, ledger: database !== undefined }, 'meterd serving');
   const meterd: Meterd = {
     grpcPort: grpc.port,
     store,
     sweeper,
     async stop() {
+      if (reconcileTimer) clearInterval(reconcileTimer);
       await stopGrpcServer(grpc.server, settings.shutdownGraceMs);
       await sweeper.stop();
       await flusher?.stop();
@@ -110,4 +123,21 @@ export async function startMeterd(options: {
   if (flusher) meterd.flusher = flusher;
   if (database) meterd.database = database;
   return meterd;
+}
+
+/** `meterd reconcile`: one check of every pool against the ledger, without serving. */
+export async function runReconcile(settings: Readonly<Settings>, product: ProductConfig, logger: Logger): Promise<ReconcileReport> {
+  const redis = await connectRedis(settings, (err) => logger.warn({ err: err.message }, 'redis connection error'));
+  const database = await prepareDatabase(settings, logger).catch((err: unknown) => {
+    redis.disconnect();
+    throw err;
+  });
+  try {
+    const store = new RedisCreditStore(redis, { keyPrefix: settings.redisKeyPrefix, product, clock: systemClock });
+    await store.loadScripts();
+    return await reconcile(database, (p, ids, max) => store.snapshotLedger(p, ids, max), logger);
+  } finally {
+    await database.end();
+    await redis.quit().catch(() => redis.disconnect());
+  }
 }

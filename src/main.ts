@@ -1,11 +1,11 @@
 import { loadProductConfig, ConfigError } from './config/product-config.js';
 import { loadSettings } from './config/settings.js';
-import { prepareDatabase, startMeterd, UnfitRedisError } from './app.js';
+import { prepareDatabase, runReconcile, startMeterd, UnfitRedisError } from './app.js';
 import { createLogger } from './observability/logger.js';
 
 /**
  * Composition root: settings → product config → meterd; SIGTERM/SIGINT drain, a second forces exit.
- * `main.js migrate` only prepares the database.
+ * `main.js migrate` only prepares the database; `main.js reconcile` checks Redis against the ledger.
  */
 async function main(): Promise<void> {
   let logger = createLogger(process.env.LOG_LEVEL ?? 'info');
@@ -19,6 +19,12 @@ async function main(): Promise<void> {
       return;
     }
     const product = loadProductConfig(settings.productConfigPath);
+    if (process.argv[2] === 'reconcile') {
+      // `meterd reconcile`: exit 0 when every pool matches its ledger, 1 on drift (logged per account).
+      const report = await runReconcile(settings, product, logger);
+      logger.info({ accounts: report.accounts, drifts: report.drifts.length, skippedPartitions: report.skippedPartitions }, 'reconcile finished');
+      process.exit(report.drifts.length === 0 ? 0 : 1);
+    }
     logger.info({ config: settings.productConfigPath, plans: product.plans.size, features: product.features.size }, 'product config loaded');
     const meterd = await startMeterd({ settings, product, logger });
     let stopping = false;

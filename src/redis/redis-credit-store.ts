@@ -10,6 +10,7 @@ import type {
 } from '../domain/commands.js';
 import { DomainError, ErrorReason, invalidArgument } from '../domain/errors.js';
 import type { CreditStore } from '../domain/ports.js';
+import { parseLedgerEvent, type LedgerEvent } from '../domain/ledger-event.js';
 import type {
   AccountResult, BalanceResult, CommitResult, ReleaseResult, ReservationResult, SweepResult, UsageResult,
 } from '../domain/types.js';
@@ -25,7 +26,15 @@ import { scriptRefusal, type ErrorContext } from './script-errors.js';
 export type ScriptName =
   | 'reserveCredits' | 'commitReservation' | 'releaseReservation' | 'extendReservation' | 'expireReservations'
   | 'getBalance' | 'upsertAccount' | 'placeAccountStub' | 'getAccount' | 'changePlan' | 'grantCredits'
-  | 'adjustCredits' | 'refundCharge' | 'getUsage' | 'trimLedger';
+  | 'adjustCredits' | 'refundCharge' | 'getUsage' | 'trimLedger' | 'snapshotLedger';
+
+export interface LedgerSnapshot {
+  /** Pool fields (trial, allow, promo, pack, ovg, held, seq) of the pools that exist. */
+  pools: Map<string, Record<string, bigint>>;
+  events: LedgerEvent[];
+  /** False when the stream held more entries than asked for. */
+  complete: boolean;
+}
 
 /** Observes every script call (metrics live outside the adapter). */
 export type ScriptObserver = (script: ScriptName, seconds: number, outcome: 'ok' | 'refused' | 'error') => void;
@@ -236,6 +245,21 @@ export class RedisCreditStore implements CreditStore {
   async trimLedger(partition: number, group: string): Promise<number> {
     const reply = await this.run('trimLedger', partition, [group]);
     return Number(reply.trimmed);
+  }
+
+  /** One consistent read of pools' fields and the ledger entries still in a partition's stream. */
+  async snapshotLedger(partition: number, poolIds: string[], entriesMax: number): Promise<LedgerSnapshot> {
+    const reply = await this.run('snapshotLedger', partition, [String(entriesMax), poolIds.join(',')]);
+    const pools = new Map<string, Record<string, bigint>>();
+    for (const [id, fields] of Object.entries((reply.pools ?? {}) as Record<string, Record<string, string>>)) {
+      pools.set(id, Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, BigInt(v)])));
+    }
+    const entries = Array.isArray(reply.entries) ? (reply.entries as string[][]) : [];
+    return {
+      pools,
+      events: entries.map(([id, ...flat]) => parseLedgerEvent(id as string, flat)),
+      complete: reply.complete === true,
+    };
   }
 
   async sweepExpired(partition: number, max: number): Promise<SweepResult> {

@@ -34,6 +34,7 @@ const SMOKE: Record<string, { args: string[]; reply: Record<string, unknown> }> 
   expireReservations: { args: ['10'], reply: { expired: 0, credits: '0', more: false } },
   placeAccountStub: { args: ['stub-smoke', '3'], reply: {} },
   trimLedger: { args: ['flush'], reply: { trimmed: 0, below: '0-0' } },
+  snapshotLedger: { args: ['10', 'nobody'], reply: { pools: {}, entries: {}, complete: true } },
 };
 
 describe('Lua compiles and runs in Redis', () => {

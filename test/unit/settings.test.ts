@@ -31,6 +31,7 @@ describe('loadSettings', () => {
       flushIntervalMs: 100,
       flushBatchEventsMax: 1000,
       flushReclaimIdleMs: 30_000,
+      reconcileIntervalMs: 300_000,
       logLevel: 'info',
     });
     expect(EXAMPLE_PRODUCT_CONFIG_PATH).toMatch(/src\/config\/product\.example\.yaml$/);
@@ -78,6 +79,7 @@ describe('loadSettings', () => {
       flushIntervalMs: 50,
       flushBatchEventsMax: 5000,
       flushReclaimIdleMs: 60_000,
+      reconcileIntervalMs: 300_000,
       logLevel: 'silent',
     });
   });
