@@ -88,6 +88,7 @@ export async function startMeterd(options: {
       batchEventsMax: settings.flushBatchEventsMax,
       intervalMs: settings.flushIntervalMs,
       reclaimIdleMs: settings.flushReclaimIdleMs,
+      backlogAlarmEvents: settings.flushBacklogAlarmEvents,
     }, logger.child({ component: 'flusher' }));
   }
   const grpc = await startGrpcServer(settings.grpcHost, settings.grpcPort, {

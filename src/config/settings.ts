@@ -33,6 +33,7 @@ const settingsSchema = z.object({
   FLUSH_INTERVAL_MS: integer(10, 60_000, 100),
   FLUSH_BATCH_EVENTS_MAX: integer(1, 10_000, 1_000),
   FLUSH_RECLAIM_IDLE_MS: integer(1_000, 3_600_000, 30_000),
+  FLUSH_BACKLOG_ALARM_EVENTS: integer(0, 1_000_000_000, 1_000_000),
   RECONCILE_INTERVAL_MS: integer(0, 86_400_000, 300_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
@@ -54,6 +55,7 @@ export interface Settings {
   flushIntervalMs: number;
   flushBatchEventsMax: number;
   flushReclaimIdleMs: number;
+  flushBacklogAlarmEvents: number;
   /** 0 turns the background reconciliation off. */
   reconcileIntervalMs: number;
   logLevel: string;
@@ -93,6 +95,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Readonly<Set
     flushIntervalMs: s.FLUSH_INTERVAL_MS,
     flushBatchEventsMax: s.FLUSH_BATCH_EVENTS_MAX,
     flushReclaimIdleMs: s.FLUSH_RECLAIM_IDLE_MS,
+    flushBacklogAlarmEvents: s.FLUSH_BACKLOG_ALARM_EVENTS,
     reconcileIntervalMs: s.RECONCILE_INTERVAL_MS,
     logLevel: s.LOG_LEVEL,
   });

@@ -21,6 +21,8 @@ export interface FlusherOptions {
   reclaimIdleMs: number;
   /** Consumer name in the group; unique per process. */
   consumer?: string;
+  /** Events waiting in all streams together above which the flusher raises the alarm (0: never). */
+  backlogAlarmEvents?: number;
 }
 
 export interface FlushResult {
@@ -33,6 +35,7 @@ export interface FlushResult {
 export type LedgerTrimmer = (partition: number, group: string) => Promise<number>;
 
 const BACKOFF_MS_MAX = 5_000;
+const BACKLOG_CHECK_INTERVAL_MS = 5_000;
 
 export class LedgerFlusher {
   readonly consumer: string;
@@ -41,6 +44,9 @@ export class LedgerFlusher {
   private running: Promise<void> | undefined;
   private failures = 0;
   private lastReclaimMs = 0;
+  private lastBacklogCheckMs = 0;
+  /** Events waiting in the streams at the last check, and whether that is past the alarm bound. */
+  backlog = { events: 0, alarm: false };
 
   constructor(
     private readonly streams: LedgerStreams,
@@ -100,6 +106,24 @@ export class LedgerFlusher {
     return claimed;
   }
 
+  /**
+   * Counts what waits in the streams. Past backlogAlarmEvents (Postgres down or too slow) the
+   * streams keep growing in Redis memory: say so loudly, once per crossing, well before it is full.
+   */
+  async checkBacklog(): Promise<{ events: number; alarm: boolean }> {
+    let events = 0;
+    for (let partition = 0; partition < PARTITION_COUNT; partition++) events += await this.streams.length(partition);
+    const bound = this.options.backlogAlarmEvents ?? 0;
+    const alarm = bound > 0 && events > bound;
+    if (alarm && !this.backlog.alarm) {
+      this.logger.error({ events, bound }, 'ledger backlog past its bound: events are not reaching Postgres; Redis memory grows');
+    } else if (!alarm && this.backlog.alarm) {
+      this.logger.info({ events, bound }, 'ledger backlog back under its bound');
+    }
+    this.backlog = { events, alarm };
+    return this.backlog;
+  }
+
   /** Flushes until the streams are empty (shutdown, tests). */
   async drain(): Promise<number> {
     let total = 0;
@@ -118,6 +142,10 @@ export class LedgerFlusher {
           this.lastReclaimMs = Date.now();
           const claimed = await this.reclaimOnce();
           if (claimed > 0) this.logger.warn({ claimed }, 'reclaimed ledger entries left pending by another consumer');
+        }
+        if (Date.now() - this.lastBacklogCheckMs >= BACKLOG_CHECK_INTERVAL_MS) {
+          this.lastBacklogCheckMs = Date.now();
+          await this.checkBacklog();
         }
         const { events } = await this.flushOnce();
         this.failures = 0;

@@ -152,6 +152,9 @@ describe('ledger flush to Postgres', () => {
     const failing = new LedgerFlusher(streams, (p, g) => t.meterd.store.trimLedger(p, g), unreachable, { batchEventsMax: 5_000, intervalMs: 100, reclaimIdleMs: 60_000, consumer }, silent);
     await expect(failing.flushOnce()).rejects.toThrow();
     await unreachable.end();
+    // The events wait in Redis; past the bound the flusher raises the alarm, and lowers it once flushed.
+    const watcher = new LedgerFlusher(streams, (p, g) => t.meterd.store.trimLedger(p, g), db, { batchEventsMax: 1, intervalMs: 100, reclaimIdleMs: 60_000, backlogAlarmEvents: 10 }, silent);
+    expect((await watcher.checkBacklog()).alarm).toBe(true);
     const pendingBefore = (await redis.xpending(streams.streamKey(homePartition('flush-b')), FLUSH_GROUP))[0];
     expect(pendingBefore).toBeGreaterThan(0);
 
@@ -161,5 +164,6 @@ describe('ledger flush to Postgres', () => {
     expect(result.duplicates).toBe(0);
     await recovered.drain();
     await expectPostgresToMatchRedis();
+    expect(await watcher.checkBacklog()).toEqual({ events: 0, alarm: false });
   });
 });

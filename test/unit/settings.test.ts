@@ -31,6 +31,7 @@ describe('loadSettings', () => {
       flushIntervalMs: 100,
       flushBatchEventsMax: 1000,
       flushReclaimIdleMs: 30_000,
+      flushBacklogAlarmEvents: 1_000_000,
       reconcileIntervalMs: 300_000,
       logLevel: 'info',
     });
@@ -79,6 +80,7 @@ describe('loadSettings', () => {
       flushIntervalMs: 50,
       flushBatchEventsMax: 5000,
       flushReclaimIdleMs: 60_000,
+      flushBacklogAlarmEvents: 1_000_000,
       reconcileIntervalMs: 300_000,
       logLevel: 'silent',
     });
