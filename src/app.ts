@@ -7,6 +7,7 @@ import type { CallObserver } from './grpc/wrap-unary.js';
 import type { Logger } from './observability/logger.js';
 import { createDatabasePool } from './postgres/database.js';
 import { LedgerFlusher } from './postgres/flusher.js';
+import { PostgresLedgerReader } from './postgres/ledger-reader.js';
 import { ensureDatabase, migrate } from './postgres/migrator.js';
 import { reconcile, type ReconcileReport } from './postgres/reconciler.js';
 import { ExpirySweeper } from './redis/expiry-sweeper.js';
@@ -93,6 +94,7 @@ export async function startMeterd(options: {
   }
   const grpc = await startGrpcServer(settings.grpcHost, settings.grpcPort, {
     store, product, clock, logger: logger.child({ component: 'grpc' }), observe: options.observeCall ?? (() => {}),
+    ...(database ? { ledger: new PostgresLedgerReader(database) } : {}),
   });
   if (options.sweeper ?? true) sweeper.start();
   if (flusher && (options.flushLoop ?? true)) flusher.start();

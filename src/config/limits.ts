@@ -56,8 +56,13 @@ export const PARTITION_COUNT = 64;
 export const PLANS_COUNT_MAX = 100;
 export const FEATURES_COUNT_MAX = 1_000;
 
-/** gRPC message size either way. */
+/** ListLedgerEntries page size. */
+export const LEDGER_PAGE_SIZE_DEFAULT = 50;
+export const LEDGER_PAGE_SIZE_MAX = 500;
+
+/** gRPC request size (every request is small), and response size (a ledger page of 500 entries). */
 export const GRPC_MESSAGE_BYTES_MAX = 64 * 1024;
+export const GRPC_RESPONSE_BYTES_MAX = 4 * 1024 * 1024;
 
 // Relationships between limits, checked at load time.
 if (SETTLED_RESERVATION_RETENTION_SECONDS < REQUEST_ID_RETENTION_SECONDS) {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { FeaturePrice, Plan, ProductConfig } from '../config/product-config.js';
 import {
   CREDITS_MAX, ID_CHARACTERS_DESCRIPTION, ID_LENGTH_MAX, ID_PATTERN, LABEL_KEY_LENGTH_MAX, LABEL_VALUE_LENGTH_MAX,
-  LABELS_COUNT_MAX, REASON_LENGTH_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX, TTL_SECONDS_MIN, UNITS_MAX,
+  LABELS_COUNT_MAX, LEDGER_PAGE_SIZE_DEFAULT, LEDGER_PAGE_SIZE_MAX, REASON_LENGTH_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX, TTL_SECONDS_MIN, UNITS_MAX,
 } from '../config/limits.js';
 import { DomainError, ErrorReason, invalidArgument } from './errors.js';
 
@@ -45,6 +45,27 @@ export interface GrantCommand {
 }
 export interface AdjustCommand { accountId: string; delta: bigint; adjustmentId: string; reason: string; actor: string }
 export interface RefundCommand { reservationId: string; credits?: bigint; refundId: string; reason: string }
+
+export interface LedgerQuery {
+  accountId: string;
+  kinds: string[];
+  reservationId: string;
+  userId: string;
+  feature: string;
+  sinceMs?: number;
+  untilMs?: number;
+  pageSize: number;
+  /** From the page token: entries with a lower sequence number. */
+  beforeSeq?: bigint;
+}
+
+export interface UsageQuery { accountId: string; periodStartMs?: number }
+
+/** Ledger event kinds, as the Lua scripts write them (README "Ledger events"). */
+export const LEDGER_KINDS = [
+  'account_created', 'account_settings', 'hold', 'commit', 'release', 'expire', 'extend', 'grant', 'adjust', 'refund',
+  'period_reset', 'plan_upgrade', 'trial_expired', 'trial_changed', 'grant_expired',
+] as const;
 
 /** Earliest and latest timestamps meterd accepts (the Lua calendar maths covers 1970..9999). */
 const TIME_MS_MIN = 0;
@@ -261,4 +282,48 @@ export function parseRefund(request: { reservationId: string; credits?: bigint |
   };
   if (request.credits !== undefined) command.credits = checkAmount('credits', request.credits, CREDITS_MAX, 1n);
   return command;
+}
+
+export function parseListLedger(request: {
+  accountId: string; kinds: string[]; reservationId: string; userId: string; feature: string;
+  since?: Date | undefined; until?: Date | undefined; pageSize: number; pageToken: string;
+}): LedgerQuery {
+  const kinds = [...new Set(request.kinds)];
+  for (const kind of kinds) {
+    if (!(LEDGER_KINDS as readonly string[]).includes(kind)) {
+      throw invalidArgument('kinds', `"${kind.slice(0, 64)}" is not a ledger event kind (${LEDGER_KINDS.join(', ')})`);
+    }
+  }
+  if (request.pageSize > LEDGER_PAGE_SIZE_MAX) {
+    throw invalidArgument('page_size', `is ${request.pageSize}; at most ${LEDGER_PAGE_SIZE_MAX} allowed`, `${LEDGER_PAGE_SIZE_MAX}`);
+  }
+  const query: LedgerQuery = {
+    accountId: checkId('account_id', request.accountId),
+    kinds,
+    reservationId: checkOptionalId('reservation_id', request.reservationId),
+    userId: checkOptionalId('user_id', request.userId),
+    feature: checkOptionalId('feature', request.feature),
+    pageSize: request.pageSize === 0 ? LEDGER_PAGE_SIZE_DEFAULT : request.pageSize,
+  };
+  const since = checkTime('since', request.since);
+  const until = checkTime('until', request.until);
+  if (since !== undefined) query.sinceMs = since;
+  if (until !== undefined) query.untilMs = until;
+  if (request.pageToken !== '') {
+    const decoded = /^s(\d{1,19})$/.exec(Buffer.from(request.pageToken, 'base64url').toString('utf8'));
+    if (!decoded) throw invalidArgument('page_token', 'is not a token from a previous ListLedgerEntries response');
+    query.beforeSeq = BigInt(decoded[1] as string);
+  }
+  return query;
+}
+
+export function ledgerPageToken(beforeSeq: bigint): string {
+  return Buffer.from(`s${beforeSeq}`, 'utf8').toString('base64url');
+}
+
+export function parseUsageQuery(request: { accountId: string; periodStart?: Date | undefined }): UsageQuery {
+  const query: UsageQuery = { accountId: checkId('account_id', request.accountId) };
+  const periodStartMs = checkTime('period_start', request.periodStart);
+  if (periodStartMs !== undefined) query.periodStartMs = periodStartMs;
+  return query;
 }

@@ -2,8 +2,9 @@ import type {
   AdjustCommand, ChangePlanCommand, CommitCommand, ExtendCommand, GrantCommand, RefundCommand, ReleaseCommand,
   ReserveCommand, UpsertAccountCommand,
 } from './commands.js';
+import type { LedgerQuery } from './commands.js';
 import type {
-  AccountResult, BalanceResult, CommitResult, ReleaseResult, ReservationResult, SweepResult, UsageResult,
+  AccountResult, BalanceResult, CommitResult, LedgerPage, ReleaseResult, ReservationResult, SweepResult, UsageResult,
 } from './types.js';
 
 /** Where credits live and move atomically (the Redis adapter implements it). */
@@ -22,4 +23,10 @@ export interface CreditStore {
   getUsage(accountId: string): Promise<UsageResult>;
   /** Releases expired holds of one partition; the sweeper calls it for every partition. */
   sweepExpired(partition: number, max: number): Promise<SweepResult>;
+}
+
+/** The durable ledger's read side (Postgres). `spaceId` narrows a pool's rows to one space. */
+export interface LedgerReader {
+  listEntries(poolId: string, spaceId: string, query: LedgerQuery): Promise<LedgerPage>;
+  usageForPeriod(poolId: string, spaceId: string, periodStartMs: number): Promise<UsageResult>;
 }

@@ -86,3 +86,34 @@ export interface SweepResult {
   credits: bigint;
   more: boolean;
 }
+
+export interface LedgerEntryResult {
+  eventId: string;
+  accountId: string;
+  seq: bigint;
+  kind: string;
+  spaceId: string;
+  userId: string;
+  feature: string;
+  reservationId: string;
+  trial: bigint;
+  allowance: bigint;
+  promo: bigint;
+  pack: bigint;
+  overage: bigint;
+  held: bigint;
+  charged: bigint;
+  chargedOverage: bigint;
+  shortfall: bigint;
+  plan: string;
+  opId: string;
+  reason: string;
+  actor: string;
+  occurredAtMs: number;
+}
+
+export interface LedgerPage {
+  entries: LedgerEntryResult[];
+  /** Continue below this sequence number; absent on the last page. */
+  nextBeforeSeq?: bigint;
+}

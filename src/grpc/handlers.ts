@@ -2,18 +2,21 @@ import type { handleUnaryCall, UntypedServiceImplementation } from '@grpc/grpc-j
 import type { ProductConfig } from '../config/product-config.js';
 import type { Clock } from '../domain/clock.js';
 import {
-  checkId, parseAdjust, parseChangePlan, parseCommit, parseExtend, parseGrant, parseRefund, parseRelease, parseReserve,
+  checkId, ledgerPageToken, parseAdjust, parseListLedger, parseUsageQuery, parseChangePlan, parseCommit, parseExtend, parseGrant, parseRefund, parseRelease, parseReserve,
   parseUpsertAccount,
 } from '../domain/commands.js';
-import type { CreditStore } from '../domain/ports.js';
+import type { CreditStore, LedgerReader } from '../domain/ports.js';
+import { DomainError, ErrorReason } from '../domain/errors.js';
 import type { AdminServiceServer } from '../gen/meterd/v1/admin_service.js';
 import type { MeteringServiceServer } from '../gen/meterd/v1/metering_service.js';
 import type { Logger } from '../observability/logger.js';
-import { grantKindName, toAccount, toBalance, toReservation, toUsage } from './mappers.js';
+import { grantKindName, toAccount, toBalance, toLedgerEntry, toReservation, toUsage } from './mappers.js';
 import { wrapUnary, type CallObserver } from './wrap-unary.js';
 
 export interface HandlerDependencies {
   store: CreditStore;
+  /** The Postgres ledger's read side; absent when meterd runs without the ledger. */
+  ledger?: LedgerReader;
   product: ProductConfig;
   clock: Clock;
   logger: Logger;
@@ -63,6 +66,33 @@ export function adminHandlers(deps: HandlerDependencies): AdminServiceServer {
       toBalance(await store.grant(parseGrant({ ...r, kind: grantKindName(r.kind) }, clock.nowMs()))),
     adjustCredits: async (r: RequestOf<S, 'adjustCredits'>) => toBalance(await store.adjust(parseAdjust(r))),
     refundCharge: async (r: RequestOf<S, 'refundCharge'>) => toBalance(await store.refund(parseRefund(r))),
-    getUsage: async (r: RequestOf<S, 'getUsage'>) => toUsage(await store.getUsage(checkId('account_id', r.accountId))),
+    getUsage: async (r: RequestOf<S, 'getUsage'>) => {
+      const query = parseUsageQuery(r);
+      const live = await store.getUsage(query.accountId);
+      if (query.periodStartMs === undefined || query.periodStartMs === live.periodStartMs) return toUsage(live);
+      const { pool, space } = await poolOf(query.accountId);
+      return toUsage(await ledgerOf(deps).usageForPeriod(pool, space, query.periodStartMs));
+    },
+    listLedgerEntries: async (r: RequestOf<S, 'listLedgerEntries'>) => {
+      const query = parseListLedger(r);
+      const reader = ledgerOf(deps);
+      const { pool, space } = await poolOf(query.accountId);
+      const page = await reader.listEntries(pool, space, query);
+      return {
+        entries: page.entries.map(toLedgerEntry),
+        nextPageToken: page.nextBeforeSeq === undefined ? '' : ledgerPageToken(page.nextBeforeSeq),
+      };
+    },
   }, deps);
+
+  /** The pool an account draws on, and the space to narrow to ('' for a root). */
+  async function poolOf(accountId: string): Promise<{ pool: string; space: string }> {
+    const account = await store.getAccount(accountId);
+    return account.parentId === '' ? { pool: accountId, space: '' } : { pool: account.parentId, space: accountId };
+  }
+}
+
+function ledgerOf(deps: HandlerDependencies): LedgerReader {
+  if (!deps.ledger) throw new DomainError(ErrorReason.LEDGER_DISABLED, 'this meterd runs without its Postgres ledger');
+  return deps.ledger;
 }

@@ -1,5 +1,5 @@
-import type { AccountResult, BalanceResult, ReservationResult, UsageCount, UsageResult } from '../domain/types.js';
-import { GrantKind, ReservationState, type Account, type Balance, type Reservation, type Usage } from '../gen/meterd/v1/types.js';
+import type { AccountResult, BalanceResult, LedgerEntryResult, ReservationResult, UsageCount, UsageResult } from '../domain/types.js';
+import { GrantKind, ReservationState, type Account, type Balance, type LedgerEntry, type Reservation, type Usage } from '../gen/meterd/v1/types.js';
 import type { GrantKindName } from '../domain/commands.js';
 
 /** Domain results → proto messages, and the few proto enums → domain names. Nothing else. */
@@ -86,4 +86,9 @@ export function grantKindName(kind: GrantKind): GrantKindName | 'UNSPECIFIED' {
   if (kind === GrantKind.GRANT_KIND_PACK) return 'PACK';
   if (kind === GrantKind.GRANT_KIND_PROMO) return 'PROMO';
   return 'UNSPECIFIED';
+}
+
+export function toLedgerEntry(e: LedgerEntryResult): LedgerEntry {
+  const { occurredAtMs, ...rest } = e;
+  return { ...rest, occurredAt: time(occurredAtMs) };
 }

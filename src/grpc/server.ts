@@ -1,5 +1,5 @@
 import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { GRPC_MESSAGE_BYTES_MAX } from '../config/limits.js';
+import { GRPC_MESSAGE_BYTES_MAX, GRPC_RESPONSE_BYTES_MAX } from '../config/limits.js';
 import { AdminServiceService } from '../gen/meterd/v1/admin_service.js';
 import { MeteringServiceService } from '../gen/meterd/v1/metering_service.js';
 import { adminHandlers, meteringHandlers, type HandlerDependencies } from './handlers.js';
@@ -9,11 +9,11 @@ export interface RunningGrpcServer {
   port: number;
 }
 
-/** Both services on one port; message sizes bounded both ways. */
+/** Both services on one port; request and response sizes bounded. */
 export async function startGrpcServer(host: string, port: number, deps: HandlerDependencies): Promise<RunningGrpcServer> {
   const server = new Server({
     'grpc.max_receive_message_length': GRPC_MESSAGE_BYTES_MAX,
-    'grpc.max_send_message_length': GRPC_MESSAGE_BYTES_MAX,
+    'grpc.max_send_message_length': GRPC_RESPONSE_BYTES_MAX,
     'grpc.keepalive_time_ms': 30_000,
     'grpc.keepalive_timeout_ms': 10_000,
   });

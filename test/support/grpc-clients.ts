@@ -35,7 +35,7 @@ export function connectClients(port: number): TestClients {
   const admin = new AdminServiceClient(address, credentials.createInsecure());
   return {
     metering: promisify(metering, ['reserveCredits', 'commitReservation', 'releaseReservation', 'extendReservation', 'getBalance']),
-    admin: promisify(admin, ['upsertAccount', 'getAccount', 'changePlan', 'grantCredits', 'adjustCredits', 'refundCharge', 'getUsage']),
+    admin: promisify(admin, ['upsertAccount', 'getAccount', 'changePlan', 'grantCredits', 'adjustCredits', 'refundCharge', 'getUsage', 'listLedgerEntries']),
     close() {
       metering.close();
       admin.close();

@@ -5,7 +5,7 @@ import {
 } from '../../src/config/limits.js';
 import { parseProductConfig } from '../../src/config/product-config.js';
 import {
-  checkId, parseAdjust, parseChangePlan, parseCommit, parseExtend, parseGrant, parseRefund, parseRelease, parseReserve,
+  checkId, ledgerPageToken, parseAdjust, parseListLedger, parseChangePlan, parseCommit, parseExtend, parseGrant, parseRefund, parseRelease, parseReserve,
   parseUpsertAccount,
 } from '../../src/domain/commands.js';
 import { DomainError, ErrorReason } from '../../src/domain/errors.js';
@@ -296,5 +296,21 @@ describe('parseUpsertAccount, parseChangePlan', () => {
     expect(() => parseChangePlan(PRODUCT, { accountId: 'acct-1', plan: 'gold' })).toThrow(
       expect.objectContaining({ reason: ErrorReason.UNKNOWN_PLAN }),
     );
+  });
+});
+
+describe('parseListLedger', () => {
+  const base = { accountId: 'acme', kinds: [], reservationId: '', userId: '', feature: '', pageSize: 0, pageToken: '' };
+  it('defaults the page size and round-trips its page token', () => {
+    expect(parseListLedger(base).pageSize).toBe(50);
+    expect(parseListLedger({ ...base, pageToken: ledgerPageToken(123n) }).beforeSeq).toBe(123n);
+  });
+  it.each([
+    ['kinds', { kinds: ['bogus'] }],
+    ['page_size', { pageSize: 501 }],
+    ['page_token', { pageToken: 'not-a-token' }],
+    ['user_id', { userId: 'a b' }],
+  ])('refuses a bad %s, naming it', (field, patch) => {
+    expect(() => parseListLedger({ ...base, ...patch })).toThrow(new RegExp(`^${field}: `));
   });
 });
