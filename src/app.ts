@@ -10,6 +10,8 @@ import { LedgerFlusher } from './postgres/flusher.js';
 import { PostgresLedgerReader } from './postgres/ledger-reader.js';
 import { ensureDatabase, migrate } from './postgres/migrator.js';
 import { reconcile, type ReconcileReport } from './postgres/reconciler.js';
+import { rebuildRedis, type RebuildReport } from './postgres/rebuild.js';
+import { DomainError, ErrorReason } from './domain/errors.js';
 import { ExpirySweeper } from './redis/expiry-sweeper.js';
 import { LedgerStreams } from './redis/ledger-streams.js';
 import { RedisCreditStore } from './redis/redis-credit-store.js';
@@ -81,6 +83,7 @@ export async function startMeterd(options: {
   const store = new RedisCreditStore(redis, { keyPrefix: settings.redisKeyPrefix, product, clock });
   await store.loadScripts();
   const sweeper = new ExpirySweeper(store, settings.sweepIntervalMs, logger.child({ component: 'sweeper' }));
+  if (database) await rebuildIfRedisLost(database, store, product, clock, logger);
   let flusher: LedgerFlusher | undefined;
   if (database) {
     const streams = new LedgerStreams(redis, settings.redisKeyPrefix);
@@ -139,6 +142,39 @@ export async function runReconcile(settings: Readonly<Settings>, product: Produc
     const store = new RedisCreditStore(redis, { keyPrefix: settings.redisKeyPrefix, product, clock: systemClock });
     await store.loadScripts();
     return await reconcile(database, (p, ids, max) => store.snapshotLedger(p, ids, max), logger);
+  } finally {
+    await database.end();
+    await redis.quit().catch(() => redis.disconnect());
+  }
+}
+
+/**
+ * At startup: when Postgres knows accounts that Redis does not (Redis was emptied or lost its data),
+ * rebuild them from the ledger before serving.
+ */
+async function rebuildIfRedisLost(database: pg.Pool, store: RedisCreditStore, product: ProductConfig, clock: Clock, logger: Logger): Promise<void> {
+  const known = (await database.query<{ account_id: string }>("SELECT account_id FROM accounts WHERE parent_id = '' LIMIT 1")).rows[0];
+  if (!known) return;
+  try {
+    await store.getAccount(known.account_id);
+  } catch (err) {
+    if (!(err instanceof DomainError) || err.reason !== ErrorReason.ACCOUNT_NOT_FOUND) throw err;
+    logger.warn({ accountId: known.account_id }, 'Redis lacks accounts the ledger has: rebuilding Redis from Postgres');
+    await rebuildRedis(database, product, clock.nowMs(), (pool) => store.restorePool(pool), logger);
+  }
+}
+
+/** `meterd rebuild-redis`: restores every pool missing from Redis out of the Postgres ledger. */
+export async function runRebuild(settings: Readonly<Settings>, product: ProductConfig, logger: Logger): Promise<RebuildReport> {
+  const redis = await connectRedis(settings, (err) => logger.warn({ err: err.message }, 'redis connection error'));
+  const database = await prepareDatabase(settings, logger).catch((err: unknown) => {
+    redis.disconnect();
+    throw err;
+  });
+  try {
+    const store = new RedisCreditStore(redis, { keyPrefix: settings.redisKeyPrefix, product, clock: systemClock });
+    await store.loadScripts();
+    return await rebuildRedis(database, product, Date.now(), (pool) => store.restorePool(pool), logger);
   } finally {
     await database.end();
     await redis.quit().catch(() => redis.disconnect());

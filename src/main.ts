@@ -1,11 +1,12 @@
 import { loadProductConfig, ConfigError } from './config/product-config.js';
 import { loadSettings } from './config/settings.js';
-import { prepareDatabase, runReconcile, startMeterd, UnfitRedisError } from './app.js';
+import { prepareDatabase, runRebuild, runReconcile, startMeterd, UnfitRedisError } from './app.js';
 import { createLogger } from './observability/logger.js';
 
 /**
  * Composition root: settings → product config → meterd; SIGTERM/SIGINT drain, a second forces exit.
- * `main.js migrate` only prepares the database; `main.js reconcile` checks Redis against the ledger.
+ * `main.js migrate` only prepares the database; `main.js reconcile` checks Redis against the ledger;
+ * `main.js rebuild-redis` restores pools missing from Redis out of the ledger.
  */
 async function main(): Promise<void> {
   let logger = createLogger(process.env.LOG_LEVEL ?? 'info');
@@ -19,6 +20,12 @@ async function main(): Promise<void> {
       return;
     }
     const product = loadProductConfig(settings.productConfigPath);
+    if (process.argv[2] === 'rebuild-redis') {
+      // `meterd rebuild-redis`: restore every pool missing from Redis out of the Postgres ledger.
+      const report = await runRebuild(settings, product, logger);
+      logger.info(report, 'rebuild finished');
+      return;
+    }
     if (process.argv[2] === 'reconcile') {
       // `meterd reconcile`: exit 0 when every pool matches its ledger, 1 on drift (logged per account).
       const report = await runReconcile(settings, product, logger);

@@ -26,7 +26,16 @@ import { scriptRefusal, type ErrorContext } from './script-errors.js';
 export type ScriptName =
   | 'reserveCredits' | 'commitReservation' | 'releaseReservation' | 'extendReservation' | 'expireReservations'
   | 'getBalance' | 'upsertAccount' | 'placeAccountStub' | 'getAccount' | 'changePlan' | 'grantCredits'
-  | 'adjustCredits' | 'refundCharge' | 'getUsage' | 'trimLedger' | 'snapshotLedger';
+  | 'adjustCredits' | 'refundCharge' | 'getUsage' | 'trimLedger' | 'snapshotLedger' | 'restorePool';
+
+/** A pool as rebuild-redis restores it; every value is Redis hash text. */
+export interface RestoredPool {
+  id: string;
+  fields: Record<string, string>;
+  spaces: Array<{ id: string; fields: Record<string, string> }>;
+  promos: Array<{ id: string; expires: string; left: string }>;
+  holds: Array<{ id: string; expires: string; fields: Record<string, string> }>;
+}
 
 export interface LedgerSnapshot {
   /** Pool fields (trial, allow, promo, pack, ovg, held, seq) of the pools that exist. */
@@ -260,6 +269,24 @@ export class RedisCreditStore implements CreditStore {
       events: entries.map(([id, ...flat]) => parseLedgerEvent(id as string, flat)),
       complete: reply.complete === true,
     };
+  }
+
+  /**
+   * Writes a pool rebuilt from the ledger (rebuild-redis) into its partition, with stubs for its
+   * spaces whose ids live elsewhere. Returns false when the pool already exists in Redis.
+   */
+  async restorePool(pool: RestoredPool): Promise<boolean> {
+    const target = homePartition(pool.id);
+    for (const space of pool.spaces) {
+      if (homePartition(space.id) !== target) await this.run('placeAccountStub', homePartition(space.id), [space.id, String(target)]);
+    }
+    try {
+      await this.run('restorePool', target, [JSON.stringify(pool)]);
+      return true;
+    } catch (err) {
+      if (err instanceof DomainError && err.reason === ErrorReason.ACCOUNT_EXISTS) return false;
+      throw err;
+    }
   }
 
   async sweepExpired(partition: number, max: number): Promise<SweepResult> {

@@ -58,6 +58,8 @@ function messageFor(reason: ErrorReason, m: ErrorMetadata, context: ErrorContext
       return 'a root account needs a plan';
     case ErrorReason.SPACE_SETTING:
       return 'a space draws on its parent: it has no plan or trial of its own';
+    case ErrorReason.ACCOUNT_EXISTS:
+      return `account "${m.account_id}" already exists in Redis; rebuild-redis only restores missing accounts`;
     case ErrorReason.ACCOUNT_IS_SPACE:
       return `account "${m.account_id}" is a space; change the plan of its parent "${m.parent_id}"`;
     default:

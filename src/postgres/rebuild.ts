@@ -1,0 +1,165 @@
+import type pg from 'pg';
+import type { ProductConfig } from '../config/product-config.js';
+import type { Logger } from '../observability/logger.js';
+import type { RestoredPool } from '../redis/redis-credit-store.js';
+
+/**
+ * Rebuilds Redis from the Postgres ledger (meterd rebuild-redis, and at startup when Redis is empty
+ * but Postgres is not). Each pool's fields are the sums of its events; the allowance epoch is the
+ * number of allowance starts (account_created, period_reset, plan_upgrade), exactly as the scripts
+ * count it. Holds that were open are restored due at once, with where their credits came from, so
+ * the engine's own expiry returns them to the buckets still live: in-flight holds are gone, which is
+ * safe — they were never charged. What Redis alone remembered is lost: request ids (a retried
+ * ReserveCredits after a rebuild holds again) and the live usage counters of the current period.
+ */
+export interface RebuildReport {
+  restored: number;
+  skipped: number;
+  holdsReleased: number;
+}
+
+export type PoolRestorer = (pool: RestoredPool) => Promise<boolean>;
+
+/** A grant that never expires sorts after every dated one (2^53 - 1 ms), as in grantCredits-1.lua. */
+const NEVER_MS = '9007199254740991';
+const ALLOWANCE_STARTS = new Set(['account_created', 'period_reset', 'plan_upgrade']);
+const SETTLES = new Set(['commit', 'release', 'expire']);
+
+interface EventRow {
+  seq: string; kind: string; space_id: string; user_id: string; feature: string; reservation_id: string;
+  trial: string; allowance: string; promo: string; pack: string; overage: string; held: string; charged: string;
+  promo_detail: string; period_start_ms: string | null; period_end_ms: string | null; op_id: string;
+  expires_at_ms: string | null; occurred_at_ms: string; labels: string | null;
+}
+
+interface AccountRow {
+  account_id: string; parent_id: string; plan: string; pending_plan: string; anchor_ms: string;
+  space_limit_credits: string | null; trial_credits: string; trial_ends_at_ms: string | null;
+  low_balance_threshold: string; created_at_ms: string;
+}
+
+const MS = (column: string) => `(extract(epoch FROM ${column}) * 1000)::bigint`;
+
+export async function rebuildRedis(db: pg.Pool, product: ProductConfig, nowMs: number, restore: PoolRestorer, logger?: Logger): Promise<RebuildReport> {
+  const accounts = (await db.query<AccountRow>(`
+    SELECT account_id, parent_id, plan, pending_plan, ${MS('billing_anchor')} AS anchor_ms, space_limit_credits,
+      trial_credits, ${MS('trial_ends_at')} AS trial_ends_at_ms, low_balance_threshold, ${MS('created_at')} AS created_at_ms
+    FROM accounts ORDER BY account_id`)).rows;
+  const report: RebuildReport = { restored: 0, skipped: 0, holdsReleased: 0 };
+  for (const root of accounts.filter((a) => a.parent_id === '')) {
+    const events = (await db.query<EventRow>(`
+      SELECT seq, kind, space_id, user_id, feature, reservation_id, trial, allowance, promo, pack, overage, held, charged,
+        promo_detail, ${MS('period_start')} AS period_start_ms, ${MS('period_end')} AS period_end_ms, op_id,
+        ${MS('expires_at')} AS expires_at_ms, ${MS('occurred_at')} AS occurred_at_ms, labels::text AS labels
+      FROM ledger_events WHERE account_id = $1 ORDER BY seq`, [root.account_id])).rows;
+    if (events.length === 0) continue;
+    const spaces = accounts.filter((a) => a.parent_id === root.account_id);
+    const pool = rebuildPool(root, spaces, events, product, nowMs);
+    report.holdsReleased += pool.holds.length;
+    if (await restore(pool)) report.restored += 1;
+    else report.skipped += 1;
+  }
+  logger?.info(report, 'rebuilt Redis from the Postgres ledger');
+  return report;
+}
+
+function rebuildPool(root: AccountRow, spaces: AccountRow[], events: EventRow[], product: ProductConfig, nowMs: number): RestoredPool {
+  const sum = (field: keyof EventRow) => events.reduce((total, e) => total + BigInt(e[field] ?? '0'), 0n);
+  // The allowance epoch and period at every point of the pool's history.
+  let epoch = 0;
+  let periodStart = '0';
+  let periodEnd = '0';
+  let periodSeq = 0n;
+  const epochAt = new Map<string, number>();
+  const periodAt = new Map<string, string>();
+  const promoLeft = new Map<string, bigint>();
+  const promoExpires = new Map<string, string>();
+  for (const e of events) {
+    if (ALLOWANCE_STARTS.has(e.kind)) epoch += 1;
+    if ((e.kind === 'account_created' || e.kind === 'period_reset') && e.period_start_ms !== null) {
+      periodStart = e.period_start_ms;
+      periodEnd = e.period_end_ms ?? '0';
+      periodSeq = BigInt(e.seq);
+    }
+    epochAt.set(e.seq, epoch);
+    periodAt.set(e.seq, periodStart);
+    for (const part of e.promo_detail.split(';').filter(Boolean)) {
+      const at = part.lastIndexOf('=');
+      const grant = part.slice(0, at);
+      promoLeft.set(grant, (promoLeft.get(grant) ?? 0n) + BigInt(part.slice(at + 1)));
+    }
+    if (e.kind === 'grant' && e.promo !== '0') promoExpires.set(e.op_id, e.expires_at_ms ?? NEVER_MS);
+    if (e.kind === 'grant_expired') promoExpires.delete(e.op_id);
+  }
+  const plan = product.plans.get(root.plan);
+  const trialEnd = root.trial_ends_at_ms ?? '0';
+  const promos = [...promoExpires.entries()].map(([id, expires]) => ({ id, expires, left: String(promoLeft.get(id) ?? 0n) }));
+  const promoNext = promos.map((p) => BigInt(p.expires)).sort((a, b) => (a < b ? -1 : 1))[0];
+
+  const fields: Record<string, string> = {
+    plan: root.plan, next_plan: root.pending_plan, anchor: root.anchor_ms, ps: periodStart, pe: periodEnd,
+    allow_total: String(plan?.monthlyCredits ?? 0n), allow: String(sum('allowance')),
+    ovg_limit: String(plan?.overageLimit ?? 0n), ovg: String(sum('overage')), ae: String(epoch),
+    held: String(sum('held')), trial_total: root.trial_credits, trial: String(sum('trial')), trial_end: trialEnd,
+    pack: String(sum('pack')), promo: String(sum('promo')), low: root.low_balance_threshold,
+    created: root.created_at_ms, seq: events[events.length - 1]?.seq ?? '0', parent: '',
+    promo_next: promoNext === undefined ? '' : String(promoNext),
+  };
+
+  // A space's cap usage this period: what its holds and charges added since the period began.
+  const restoredSpaces = spaces.map((space) => {
+    const used = events
+      .filter((e) => e.space_id === space.account_id && BigInt(e.seq) > periodSeq)
+      .reduce((total, e) => total + BigInt(e.held) + BigInt(e.charged), 0n);
+    return {
+      id: space.account_id,
+      fields: {
+        parent: root.account_id, cap: space.space_limit_credits ?? '', low: space.low_balance_threshold,
+        created: space.created_at_ms, sps: periodStart, sused: String(used < 0n ? 0n : used),
+      },
+    };
+  });
+
+  // Holds never settled: their parts, tagged as the scripts tag them, due to expire now.
+  const settled = new Set(events.filter((e) => SETTLES.has(e.kind)).map((e) => e.reservation_id));
+  const open = new Map<string, EventRow[]>();
+  for (const e of events) {
+    if ((e.kind === 'hold' || e.kind === 'extend') && !settled.has(e.reservation_id)) {
+      open.set(e.reservation_id, [...(open.get(e.reservation_id) ?? []), e]);
+    }
+  }
+  const trialFirst = BigInt(trialEnd) <= BigInt(periodEnd);
+  const holds = [...open.entries()].map(([id, parts]) => {
+    const portions: string[] = [];
+    let held = 0n;
+    for (const e of parts) {
+      const trial = `trial=${-BigInt(e.trial)}`;
+      const allowance = `allow@${epochAt.get(e.seq) ?? 0}=${-BigInt(e.allowance)}`;
+      const ordered = trialFirst ? [e.trial !== '0' ? trial : '', e.allowance !== '0' ? allowance : '']
+        : [e.allowance !== '0' ? allowance : '', e.trial !== '0' ? trial : ''];
+      portions.push(...ordered.filter(Boolean));
+      for (const part of e.promo_detail.split(';').filter(Boolean)) {
+        const at = part.lastIndexOf('=');
+        portions.push(`promo@${part.slice(0, at)}=${-BigInt(part.slice(at + 1))}`);
+      }
+      if (e.pack !== '0') portions.push(`pack=${-BigInt(e.pack)}`);
+      if (e.overage !== '0') portions.push(`ovg@${periodAt.get(e.seq) ?? '0'}=${e.overage}`);
+      held += BigInt(e.held);
+    }
+    const first = parts[0] as EventRow;
+    const feature = product.features.get(first.feature);
+    return {
+      id,
+      expires: String(nowMs),
+      fields: {
+        state: 'H', acct: first.space_id || root.account_id, pool: root.account_id, space: first.space_id,
+        user: first.user_id, feature: first.feature, held: String(held), portions: portions.join(';'),
+        exp: String(nowMs), created: first.occurred_at_ms, req: '', fp: '', sps: first.space_id ? (periodAt.get(first.seq) ?? '') : '',
+        pc: String(feature?.credits ?? 0), pu: String(feature?.perUnits ?? 0), pm: String(feature?.minCredits ?? 0),
+        labels: first.labels ?? '',
+      },
+    };
+  });
+
+  return { id: root.account_id, fields, spaces: restoredSpaces, promos, holds };
+}

@@ -1,0 +1,96 @@
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GrantKind } from '../../src/gen/meterd/v1/types.js';
+import { rebuildRedis } from '../../src/postgres/rebuild.js';
+import { reconcile } from '../../src/postgres/reconciler.js';
+import { homePartition, partitionPrefix } from '../../src/redis/keys.js';
+import { LedgerStreams } from '../../src/redis/ledger-streams.js';
+import { deleteKeys, LOCAL_REDIS, startTestMeterd, TEST_EPOCH_MS, TEST_PRODUCT, type TestMeterd } from '../support/meterd.js';
+
+const DAY_MS = 86_400_000;
+const POOL_FIELDS = ['plan', 'next_plan', 'anchor', 'ps', 'pe', 'allow_total', 'allow', 'ovg_limit', 'ovg', 'ae', 'held',
+  'trial_total', 'trial', 'trial_end', 'pack', 'promo', 'low', 'seq', 'promo_next'];
+
+/**
+ * Redis lost: rebuilt from the Postgres ledger, every pool has the same fields; open holds are gone
+ * (released, never charged) exactly as if they had expired; the ledger and Redis agree afterwards.
+ */
+describe('rebuild Redis from Postgres', () => {
+  let t: TestMeterd;
+  let redis: Redis;
+  let db: pg.Pool;
+  const roots = ['rb-a', 'rb-b', 'rb-c'];
+  const everyone = [...roots, 'rb-space'];
+
+  beforeAll(async () => {
+    t = await startTestMeterd({ postgres: true, clockMs: TEST_EPOCH_MS });
+    redis = new Redis(LOCAL_REDIS.url as string, { protocol: 2 });
+    db = new pg.Pool({ connectionString: t.databaseUrl, max: 2 });
+  });
+  afterAll(async () => {
+    await db?.end();
+    redis?.disconnect();
+    await t?.stop();
+  });
+
+  const poolFields = async (accountId: string) => {
+    const all = await redis.hgetall(`${partitionPrefix(t.keyPrefix, homePartition(accountId))}a/${accountId}`);
+    return Object.fromEntries(POOL_FIELDS.map((f) => [f, all[f] ?? '']));
+  };
+  const balances = () => Promise.all(everyone.map((accountId) => t.clients.metering.getBalance({ accountId })));
+
+  it('restores every pool from the ledger; lost holds are released as if expired; no drift after', async () => {
+    const { admin, metering } = t.clients;
+    const plans = ['metered', 'free', 'starter'];
+    for (const [i, accountId] of roots.entries()) {
+      await admin.upsertAccount({ account: {
+        accountId, plan: plans[i] as string, parentId: '', billingAnchor: new Date(TEST_EPOCH_MS - 20 * DAY_MS),
+        trialCredits: 15n, trialEndsAt: new Date(TEST_EPOCH_MS + 10 * DAY_MS), lowBalanceThreshold: 3n, pendingPlan: '',
+      } });
+      await admin.grantCredits({ accountId, credits: 30n, kind: GrantKind.GRANT_KIND_PACK, grantId: 'pack', reason: '' });
+      await admin.grantCredits({ accountId, credits: 12n, kind: GrantKind.GRANT_KIND_PROMO, grantId: 'promo-dated', reason: '', expiresAt: new Date(TEST_EPOCH_MS + 40 * DAY_MS) });
+      await admin.grantCredits({ accountId, credits: 7n, kind: GrantKind.GRANT_KIND_PROMO, grantId: 'promo-forever', reason: '' });
+    }
+    await admin.upsertAccount({ account: { accountId: 'rb-space', plan: '', parentId: 'rb-a', spaceLimitCredits: 80n, trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' } });
+    // Charges across a period boundary, an upgrade, overage, refunds; then holds left open.
+    let n = 0;
+    const reserve = (accountId: string, credits: bigint) =>
+      metering.reserveCredits({ accountId, feature: 'content_rewrite', credits, requestId: `q${n++}`, userId: `u${n % 3}`, labels: { model: 'm' }, ttlSeconds: 3600 });
+    for (const accountId of roots) {
+      const a = await reserve(accountId, 40n);
+      await metering.commitReservation({ reservationId: a.reservationId, credits: 35n });
+    }
+    t.clock.advance(15 * DAY_MS); // rb-* roll into their next period (anchor was 20 days ago)
+    await admin.changePlan({ accountId: 'rb-b', plan: 'starter' });
+    const big = await reserve('rb-a', 150n); // into overage (metered: 100 + 50)
+    await metering.commitReservation({ reservationId: big.reservationId });
+    await admin.refundCharge({ reservationId: big.reservationId, credits: 5n, refundId: 'rf', reason: '' });
+    const spaceHold = await metering.reserveCredits({ accountId: 'rb-space', feature: 'image_1k', requestId: 's1', userId: 'agent', labels: {} });
+    await metering.commitReservation({ reservationId: spaceHold.reservationId });
+    for (const accountId of roots) await reserve(accountId, 20n); // open holds
+    await metering.reserveCredits({ accountId: 'rb-space', feature: 'content_rewrite', credits: 3n, requestId: 's2', userId: 'agent', labels: {} });
+    await t.meterd.flusher!.drain();
+
+    const before = Object.fromEntries(await Promise.all(roots.map(async (id) => [id, await poolFields(id)] as const)));
+    // What the original Redis shows once every hold has expired.
+    t.clock.advance(2 * 3_600_000);
+    await t.meterd.sweeper.sweepOnce();
+    const expected = await balances();
+
+    // Redis loses everything; Postgres still has the ledger as it was flushed.
+    await deleteKeys(LOCAL_REDIS.url as string, `${t.keyPrefix}:*`);
+    await new LedgerStreams(redis, t.keyPrefix).ensureGroups();
+    const report = await rebuildRedis(db, TEST_PRODUCT, t.clock.nowMs(), (pool) => t.meterd.store.restorePool(pool));
+    expect(report).toEqual({ restored: 3, skipped: 0, holdsReleased: 4 });
+    for (const accountId of roots) expect(await poolFields(accountId), accountId).toEqual(before[accountId]);
+
+    await t.meterd.sweeper.sweepOnce();
+    expect(await balances()).toEqual(expected);
+    expect((await rebuildRedis(db, TEST_PRODUCT, t.clock.nowMs(), (pool) => t.meterd.store.restorePool(pool))).skipped).toBe(3);
+
+    await t.meterd.flusher!.drain();
+    const drift = await reconcile(db, (p, ids, max) => t.meterd.store.snapshotLedger(p, ids, max));
+    expect(drift).toEqual({ accounts: 3, drifts: [], skippedPartitions: [] });
+  });
+});
