@@ -131,23 +131,6 @@ export async function startMeterd(options: {
   return meterd;
 }
 
-/** `meterd reconcile`: one check of every pool against the ledger, without serving. */
-export async function runReconcile(settings: Readonly<Settings>, product: ProductConfig, logger: Logger): Promise<ReconcileReport> {
-  const redis = await connectRedis(settings, (err) => logger.warn({ err: err.message }, 'redis connection error'));
-  const database = await prepareDatabase(settings, logger).catch((err: unknown) => {
-    redis.disconnect();
-    throw err;
-  });
-  try {
-    const store = new RedisCreditStore(redis, { keyPrefix: settings.redisKeyPrefix, product, clock: systemClock });
-    await store.loadScripts();
-    return await reconcile(database, (p, ids, max) => store.snapshotLedger(p, ids, max), logger);
-  } finally {
-    await database.end();
-    await redis.quit().catch(() => redis.disconnect());
-  }
-}
-
 /**
  * At startup: when Postgres knows accounts that Redis does not (Redis was emptied or lost its data),
  * rebuild them from the ledger before serving.
@@ -164,8 +147,11 @@ async function rebuildIfRedisLost(database: pg.Pool, store: RedisCreditStore, pr
   }
 }
 
-/** `meterd rebuild-redis`: restores every pool missing from Redis out of the Postgres ledger. */
-export async function runRebuild(settings: Readonly<Settings>, product: ProductConfig, logger: Logger): Promise<RebuildReport> {
+/** Runs a one-off command (reconcile, rebuild-redis) with a credit store and the database, then closes both. */
+async function withStoreAndDatabase<T>(
+  settings: Readonly<Settings>, product: ProductConfig, logger: Logger,
+  command: (store: RedisCreditStore, database: pg.Pool) => Promise<T>,
+): Promise<T> {
   const redis = await connectRedis(settings, (err) => logger.warn({ err: err.message }, 'redis connection error'));
   const database = await prepareDatabase(settings, logger).catch((err: unknown) => {
     redis.disconnect();
@@ -174,9 +160,21 @@ export async function runRebuild(settings: Readonly<Settings>, product: ProductC
   try {
     const store = new RedisCreditStore(redis, { keyPrefix: settings.redisKeyPrefix, product, clock: systemClock });
     await store.loadScripts();
-    return await rebuildRedis(database, product, Date.now(), (pool) => store.restorePool(pool), logger);
+    return await command(store, database);
   } finally {
     await database.end();
     await redis.quit().catch(() => redis.disconnect());
   }
+}
+
+/** `meterd reconcile`: one check of every pool against the ledger, without serving. */
+export function runReconcile(settings: Readonly<Settings>, product: ProductConfig, logger: Logger): Promise<ReconcileReport> {
+  return withStoreAndDatabase(settings, product, logger,
+    (store, database) => reconcile(database, (p, ids, max) => store.snapshotLedger(p, ids, max), logger));
+}
+
+/** `meterd rebuild-redis`: restores every pool missing from Redis out of the Postgres ledger. */
+export function runRebuild(settings: Readonly<Settings>, product: ProductConfig, logger: Logger): Promise<RebuildReport> {
+  return withStoreAndDatabase(settings, product, logger,
+    (store, database) => rebuildRedis(database, product, Date.now(), (pool) => store.restorePool(pool), logger));
 }

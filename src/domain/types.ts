@@ -1,3 +1,5 @@
+import type { LedgerEvent } from './ledger-event.js';
+
 /** What the credit engine answers, in domain terms (amounts in whole credits, times in ms). */
 
 export type ReservationStateName = 'HELD' | 'COMMITTED' | 'RELEASED' | 'EXPIRED';
@@ -87,30 +89,11 @@ export interface SweepResult {
   more: boolean;
 }
 
-export interface LedgerEntryResult {
-  eventId: string;
-  accountId: string;
-  seq: bigint;
-  kind: string;
-  spaceId: string;
-  userId: string;
-  feature: string;
-  reservationId: string;
-  trial: bigint;
-  allowance: bigint;
-  promo: bigint;
-  pack: bigint;
-  overage: bigint;
-  held: bigint;
-  charged: bigint;
-  chargedOverage: bigint;
-  shortfall: bigint;
-  plan: string;
-  opId: string;
-  reason: string;
-  actor: string;
-  occurredAtMs: number;
-}
+/** A ledger event as AdminService lists it (the stored row, without stream and hash bookkeeping). */
+export type LedgerEntryResult = Pick<LedgerEvent,
+  | 'eventId' | 'accountId' | 'seq' | 'kind' | 'spaceId' | 'userId' | 'feature' | 'reservationId' | 'trial' | 'allowance'
+  | 'promo' | 'pack' | 'overage' | 'held' | 'charged' | 'chargedOverage' | 'shortfall' | 'plan' | 'opId' | 'reason'
+  | 'actor' | 'occurredAtMs'>;
 
 export interface LedgerPage {
   entries: LedgerEntryResult[];
