@@ -88,7 +88,7 @@ export class LedgerFlusher {
     }
     if (result.conflicting.length > 0) {
       this.logger.error({ eventIds: result.conflicting.slice(0, 20), count: result.conflicting.length },
-        'ledger events already in Postgres with another payload (Redis lost data, or a bug): kept the stored ones');
+        'ledger events already in Postgres with another payload (Redis lost data, or a bug): stored ones kept, new ones in ledger_conflicts');
     }
     for (const batch of batches) {
       await this.streams.ack(batch.partition, batch.events.map((e) => e.streamEntryId));

@@ -11,7 +11,7 @@ import type { LedgerEvent } from '../domain/ledger-event.js';
 export interface WriteResult {
   inserted: number;
   duplicates: number;
-  /** Event ids already stored with another payload: a bug or a Redis that lost data, to alarm on. */
+  /** Event ids already stored with another payload (kept in ledger_conflicts): a Redis that lost data, or a bug. */
   conflicting: string[];
 }
 
@@ -61,6 +61,17 @@ export async function writeLedgerBatch(client: pg.ClientBase, events: LedgerEven
       'SELECT event_id, payload_sha256 FROM ledger_events WHERE event_id = ANY($1::text[])', [duplicates.map((e) => e.eventId)]);
     const hashes = new Map(stored.rows.map((r) => [r.event_id, r.payload_sha256]));
     for (const e of duplicates) if (hashes.get(e.eventId) !== e.payloadSha256) conflicting.push(e.eventId);
+    const conflicts = duplicates.filter((e) => conflicting.includes(e.eventId));
+    if (conflicts.length > 0) {
+      // Never dropped: kept apart for an operator (a redelivered batch adds nothing twice).
+      await client.query(`
+        INSERT INTO ledger_conflicts (event_id, account_id, seq, payload, stream_entry_id)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[], $5::text[])
+        ON CONFLICT (event_id, stream_entry_id) DO NOTHING`,
+        [conflicts.map((e) => e.eventId), conflicts.map((e) => e.accountId), conflicts.map((e) => e.seq.toString()),
+          conflicts.map((e) => JSON.stringify(e, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))),
+          conflicts.map((e) => e.streamEntryId)]);
+    }
   }
 
   await upsertOutcomes(client, inserted);

@@ -9,7 +9,9 @@ import type { LedgerSnapshot } from '../redis/redis-credit-store.js';
  * Reconciliation: each pool's fields in Redis must equal what its ledger says — the events in
  * Postgres plus the events still waiting in the stream — up to the pool's sequence number in one
  * consistent Redis snapshot (so events appended meanwhile never look like drift). Zero drift is the
- * normal state; anything else means lost or doubled money, or a bug, and names the account.
+ * normal state; anything else means lost or doubled money, or a bug, and names the account. Field
+ * `events`: an event is missing; `events_lost_in_redis`: Postgres has events beyond Redis' sequence
+ * (Redis lost its tail: rebuild the pool from the ledger).
  */
 export interface Drift {
   accountId: string;
@@ -44,6 +46,11 @@ export async function reconcile(db: pg.Pool, snapshot: SnapshotReader, logger?: 
   for (let partition = 0; partition < PARTITION_COUNT; partition++) {
     const ids = byPartition.get(partition);
     if (!ids) continue;
+    // Read before the snapshot: every event Postgres has now existed in Redis before the snapshot, so
+    // a pool whose Redis sequence is below it lost events (an AOF tail, a failover).
+    const storedMax = new Map((await db.query<{ account_id: string; last: string }>(
+      'SELECT account_id, max(seq) AS last FROM ledger_events WHERE account_id = ANY($1::text[]) GROUP BY account_id', [ids],
+    )).rows.map((r) => [r.account_id, BigInt(r.last)]));
     const snap = await snapshot(partition, ids, RECONCILE_STREAM_ENTRIES_MAX);
     if (!snap.complete) {
       report.skippedPartitions.push(partition);
@@ -72,7 +79,9 @@ export async function reconcile(db: pg.Pool, snapshot: SnapshotReader, logger?: 
       }
       // Every event up to the pool's sequence number is somewhere: Postgres or the stream.
       const known = BigInt(sums.stored ?? '0') + BigInt(unflushed.length);
-      if (known !== seq) report.drifts.push({ accountId, field: 'events', redis: seq, ledger: known });
+      const lastStored = storedMax.get(accountId) ?? 0n;
+      if (lastStored > seq) report.drifts.push({ accountId, field: 'events_lost_in_redis', redis: seq, ledger: lastStored });
+      else if (known !== seq) report.drifts.push({ accountId, field: 'events', redis: seq, ledger: known });
     }
   }
   for (const drift of report.drifts) {

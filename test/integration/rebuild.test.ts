@@ -27,6 +27,7 @@ describe('rebuild Redis from Postgres', () => {
     t = await startTestMeterd({ postgres: true, clockMs: TEST_EPOCH_MS });
     redis = new Redis(LOCAL_REDIS.url as string, { protocol: 2 });
     db = new pg.Pool({ connectionString: t.databaseUrl, max: 2 });
+    db.on('error', () => {}); // a connection ended by DROP DATABASE at teardown is not a test failure
   });
   afterAll(async () => {
     await db?.end();

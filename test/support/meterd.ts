@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { startMeterd, type Meterd } from '../../src/app.js';
 import { EXAMPLE_PRODUCT_CONFIG_PATH, loadProductConfig, parseProductConfig, type ProductConfig } from '../../src/config/product-config.js';
 import { loadSettings } from '../../src/config/settings.js';
@@ -62,10 +62,16 @@ export async function startTestMeterd(options: {
   postgres?: boolean;
   /** With postgres: run the flusher's loop (default false: tests call flusher.drain()). */
   flushLoop?: boolean;
+  /** With postgres: the server to create this run's database on (default: testDatabaseUrl's). */
+  databaseServerUrl?: string;
+  /** More settings as environment variables (e.g. FLUSH_INTERVAL_MS); they win over the defaults here. */
+  env?: Record<string, string>;
+  /** Where meterd logs (default: silent, or TEST_LOG_LEVEL to stdout). */
+  logger?: Logger;
 } = {}): Promise<TestMeterd> {
   const target = options.target ?? LOCAL_REDIS;
   const keyPrefix = `t${randomBytes(6).toString('hex')}`;
-  const databaseUrl = testDatabaseUrl(`meterd_${keyPrefix}`);
+  const databaseUrl = testDatabaseUrl(`meterd_${keyPrefix}`, options.databaseServerUrl);
   const settings = loadSettings({
     DATABASE_URL: databaseUrl,
     REDIS_URL: target.url ?? 'redis://127.0.0.1:6379',
@@ -74,9 +80,10 @@ export async function startTestMeterd(options: {
     GRPC_HOST: '127.0.0.1',
     GRPC_PORT: '0',
     SHUTDOWN_GRACE_MS: '1000',
+    ...options.env,
   });
   const clock = new ManualClock(options.clockMs ?? TEST_EPOCH_MS);
-  const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+  const logger = options.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const meterd = await startMeterd({
     settings, product: options.product ?? TEST_PRODUCT, logger, clock, sweeper: options.sweeper ?? false,
     ledger: options.postgres ?? false, flushLoop: options.flushLoop ?? false,
@@ -110,9 +117,12 @@ export async function deleteKeys(url: string, pattern: string): Promise<void> {
   }
 }
 
-/** The machine's Postgres (TEST_DATABASE_URL overrides the server), with a database name of a test's own. */
-export function testDatabaseUrl(database: string): string {
-  const url = new URL(process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+/**
+ * The machine's Postgres (TEST_DATABASE_URL overrides the server), or `server` (a test's own, e.g.
+ * from postgres-server.ts), with a database name of a test's own.
+ */
+export function testDatabaseUrl(database: string, server?: string): string {
+  const url = new URL(server ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
   url.pathname = `/${database}`;
   return url.toString();
 }

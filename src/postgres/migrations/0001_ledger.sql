@@ -87,3 +87,16 @@ CREATE TABLE usage_rollups (
   credits       bigint NOT NULL DEFAULT 0,
   PRIMARY KEY (account_id, period_start, space_id, feature, user_id)
 );
+
+-- Events that arrived with an id Postgres already holds under another payload: a Redis that lost its
+-- tail reused sequence numbers (or a bug). Kept here, never dropped, for an operator to repair.
+CREATE TABLE ledger_conflicts (
+  id               bigserial PRIMARY KEY,
+  event_id         text NOT NULL,
+  account_id       text NOT NULL,
+  seq              bigint NOT NULL,
+  payload          jsonb NOT NULL,
+  stream_entry_id  text NOT NULL,
+  detected_at      timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (event_id, stream_entry_id)
+);
