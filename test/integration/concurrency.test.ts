@@ -1,21 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Balance } from '../../src/gen/meterd/v1/types.js';
 import { ReservationState } from '../../src/gen/meterd/v1/types.js';
 import { errorInfoOf } from '../../src/grpc/status-details.js';
-import { homePartition, partitionPrefix } from '../../src/redis/keys.js';
 import { connectClients, type TestClients } from '../support/grpc-clients.js';
 import { deleteKeys, dropDatabase, LOCAL_REDIS, testDatabaseUrl } from '../support/meterd.js';
-import { freePort } from '../support/redis-servers.js';
+import { startMeterdProcess, stopMeterdProcess, writeProductConfig, type MeterdProcess } from '../support/meterd-process.js';
 
 /**
  * Atomicity under contention, end to end: two real meterd OS processes (as two gateway sidecars
@@ -23,12 +15,7 @@ import { freePort } from '../support/redis-servers.js';
  * the pool holds is granted, never more, and no reply ever shows a balance below zero.
  */
 
-const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const TSX = join(REPO_ROOT, 'node_modules/.bin/tsx');
 const REDIS_URL = LOCAL_REDIS.url ?? 'redis://127.0.0.1:6379';
-const READY_WITHIN_MS = 20_000;
-const STOP_GRACE_MS = 5_000;
-const OUTPUT_TAIL_CHARS = 8_000;
 
 const PRODUCT_YAML = `
 plans:
@@ -38,146 +25,13 @@ features:
   - { id: one_credit, credits: 1 }
 `;
 
-interface MeterdProcess {
-  child: ChildProcess;
-  port: number;
-  /** The last few KB of its stdout and stderr, for failure messages. */
-  output(): string;
-  exited(): boolean;
-}
-
-// Last resort if the test process ends without afterAll: each meterd leads its own process group,
-// so a Ctrl-C or a SIGTERM from vitest to its worker would not reach it. Like the registry in
-// redis-servers.ts, the signal handlers re-raise the signal when no other handler is left.
-const running = new Set<ChildProcess>();
-const killAllRunning = (): void => {
-  for (const child of running) killGroup(child, 'SIGKILL');
-};
-process.once('exit', killAllRunning);
-for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
-  const onSignal = (): void => {
-    killAllRunning();
-    process.off(signal, onSignal);
-    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-  };
-  process.on(signal, onSignal);
-}
-
-function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  if (child.pid === undefined) return;
-  try {
-    process.kill(-child.pid, signal); // tsx runs meterd in a child node process: signal the group
-  } catch {
-    // ESRCH: the group is gone already
-  }
-}
-
-function exitOf(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve();
-    else child.once('exit', () => resolve());
-  });
-}
-
-/** SIGTERM (meterd drains), SIGKILL to the whole group after STOP_GRACE_MS or when leftovers remain. */
-async function stopProcess(p: MeterdProcess): Promise<void> {
-  const exited = exitOf(p.child);
-  if (!p.exited()) p.child.kill('SIGTERM'); // tsx relays it to meterd
-  let timer: NodeJS.Timeout | undefined;
-  const late = await Promise.race([
-    exited.then(() => false),
-    new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(true), STOP_GRACE_MS);
-    }),
-  ]);
-  clearTimeout(timer);
-  killGroup(p.child, 'SIGKILL'); // a no-op when everything exited; otherwise nothing survives
-  if (late) await exited;
-  if (process.env.CONCURRENCY_TEST_VERBOSE) {
-    console.log(`meterd on port ${p.port}: exit ${p.child.exitCode ?? p.child.signalCode}${late ? ' (SIGKILLed after the grace period)' : ''}`);
-  }
-  p.child.stdout?.destroy();
-  p.child.stderr?.destroy();
-  running.delete(p.child);
-}
+type Outcome<T> =
+  | { ok: true; value: T }
+  | { ok: false; code: number; reason: string; metadata: Record<string, string>; message: string };
 
 function isServiceError(err: unknown): err is ServiceError {
   return typeof err === 'object' && err !== null && typeof (err as Partial<ServiceError>).code === 'number';
 }
-
-/** Ready once it answers: NOT_FOUND for an unknown account means gRPC and Redis both work. */
-async function waitUntilServing(p: MeterdProcess, probeAccountId: string): Promise<void> {
-  const deadline = Date.now() + READY_WITHIN_MS;
-  let last = 'no answer yet';
-  while (Date.now() < deadline) {
-    if (p.exited()) throw new Error(`meterd on port ${p.port} exited (${p.child.exitCode ?? p.child.signalCode}):\n${p.output()}`);
-    // A fresh channel per probe: no reconnect backoff carried over from the refused attempts.
-    const probe = connectClients(p.port);
-    try {
-      await probe.metering.getBalance({ accountId: probeAccountId });
-      throw new Error(`probe account ${probeAccountId} unexpectedly exists`);
-    } catch (err) {
-      if (!isServiceError(err)) throw err;
-      if (err.code === status.NOT_FOUND) return;
-      if (err.code !== status.UNAVAILABLE) throw new Error(`meterd on port ${p.port} answered ${err.code} ${err.details}`);
-      last = err.details;
-    } finally {
-      probe.close();
-    }
-    await sleep(200);
-  }
-  throw new Error(`meterd on port ${p.port} did not serve within ${READY_WITHIN_MS} ms (last: ${last}):\n${p.output()}`);
-}
-
-function spawnMeterd(port: number, env: Record<string, string>): MeterdProcess {
-  const child = spawn(TSX, ['src/main.ts'], {
-    cwd: REPO_ROOT,
-    // A clean environment: nothing from the test runner (e.g. REDIS_CLUSTER_NODES) leaks in.
-    env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      HOME: process.env.HOME ?? tmpdir(),
-      TMPDIR: tmpdir(),
-      ...env,
-      GRPC_HOST: '127.0.0.1',
-      GRPC_PORT: String(port),
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true, // its own process group, so the node process tsx starts can be killed with it
-  });
-  running.add(child);
-  let output = '';
-  const keep = (chunk: Buffer) => {
-    output = (output + chunk.toString('utf8')).slice(-OUTPUT_TAIL_CHARS);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  return {
-    child,
-    port,
-    output: () => output || '(no output)',
-    exited: () => child.exitCode !== null || child.signalCode !== null,
-  };
-}
-
-/** Spawns meterd on a free port and waits until it serves; a port lost to a race gets a new one. */
-async function startMeterdProcess(env: Record<string, string>, probeAccountId: string, started: MeterdProcess[]): Promise<MeterdProcess> {
-  for (let attempt = 1; ; attempt++) {
-    const p = spawnMeterd(await freePort(), env);
-    started.push(p);
-    try {
-      await waitUntilServing(p, probeAccountId);
-      return p;
-    } catch (err) {
-      await stopProcess(p);
-      const portLost = /EADDRINUSE|address already in use|No address added/i.test(p.output());
-      if (!portLost || attempt >= 3) throw err;
-    }
-  }
-}
-
-type Outcome<T> =
-  | { ok: true; value: T }
-  | { ok: false; code: number; reason: string; metadata: Record<string, string>; message: string };
 
 function outcomes<T>(settled: Array<PromiseSettledResult<T>>): Array<Outcome<T>> {
   return settled.map((s) => {
@@ -227,16 +81,15 @@ describe('concurrent reserves through two meterd processes sharing one Redis', (
   const run = randomBytes(6).toString('hex');
   const keyPrefix = `tc${run}`;
   const databaseUrl = testDatabaseUrl(`meterd_${keyPrefix}`);
-  let dir = '';
+  let config: { path: string; remove(): Promise<void> } | undefined;
   const processes: MeterdProcess[] = [];
   let a: TestClients;
   let b: TestClients;
   const clientsOpen: TestClients[] = [];
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'meterd-concurrency-'));
-    const configPath = join(dir, 'product.yaml');
-    await writeFile(configPath, PRODUCT_YAML);
+    config = await writeProductConfig(PRODUCT_YAML);
+    const configPath = config.path;
     const env = {
       REDIS_URL,
       REDIS_KEY_PREFIX: keyPrefix,
@@ -257,10 +110,10 @@ describe('concurrent reserves through two meterd processes sharing one Redis', (
 
   afterAll(async () => {
     for (const c of clientsOpen) c.close();
-    await Promise.all(processes.map((p) => stopProcess(p)));
+    await Promise.all(processes.map((p) => stopMeterdProcess(p)));
     await deleteKeys(REDIS_URL, `${keyPrefix}:*`);
     await dropDatabase(databaseUrl);
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await config?.remove();
   });
 
   const createRoot = async (accountId: string, plan: string) => {
