@@ -1,7 +1,7 @@
 // meterd as a real OS process (`tsx src/main.ts`), as a gateway sidecar runs it, for tests that
 // kill it: the same harness as concurrency.test.ts, plus SIGKILL and a look at its process group.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { connectClients } from './grpc-clients.js';
 import { freePort } from './redis-servers.js';
+import { exitCleanupRegistry } from './exit-cleanup.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const TSX = join(REPO_ROOT, 'node_modules/.bin/tsx');
@@ -27,30 +28,7 @@ export interface MeterdProcess {
 
 // Last resort if the test process ends without afterAll: each meterd leads its own process group
 // (tsx runs meterd in a child node process), which a signal to the test process would not reach.
-interface Registry {
-  running: Set<ChildProcess>;
-  dirs: Set<string>;
-}
-const globals = globalThis as typeof globalThis & { __meterdProcesses?: Registry };
-const registry: Registry = (globals.__meterdProcesses ??= createRegistry());
-
-function createRegistry(): Registry {
-  const reg: Registry = { running: new Set(), dirs: new Set() };
-  const killAll = (): void => {
-    for (const child of reg.running) killGroup(child, 'SIGKILL');
-    for (const dir of reg.dirs) rmSync(dir, { recursive: true, force: true });
-  };
-  process.once('exit', killAll);
-  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
-    const onSignal = (): void => {
-      killAll();
-      process.off(signal, onSignal);
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-    };
-    process.on(signal, onSignal);
-  }
-  return reg;
-}
+const registry = exitCleanupRegistry('__meterdProcesses', (child) => killGroup(child, 'SIGKILL'));
 
 /** A product config file for spawned processes, in a temp dir removed by remove() (or when the test process ends). */
 export async function writeProductConfig(yaml: string): Promise<{ path: string; remove(): Promise<void> }> {

@@ -3,13 +3,14 @@
 // as the `postgres` OS user when the tests run as root (Postgres refuses to run as root).
 // Safe to use from several vitest workers at once (own port, own temp dir, own socket dir).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chownSync, closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { freePort } from './redis-servers.js';
+import { exitCleanupRegistry } from './exit-cleanup.js';
 
 const HOST = '127.0.0.1';
 const READY_WITHIN_MS = 20_000;
@@ -35,33 +36,8 @@ export interface PostgresServerHandle {
   stop(): Promise<void>;
 }
 
-// Postmasters still running when the test process ends get SIGQUIT (immediate shutdown: it stops
-// its backends and removes its shared memory) and their temp dirs are removed. Hooked on the
-// signals too, as vitest stops its fork workers with SIGTERM (see redis-servers.ts).
-interface Registry {
-  running: Set<ChildProcess>;
-  dirs: Set<string>;
-}
-const globals = globalThis as typeof globalThis & { __meterdPostgresServers?: Registry };
-const registry: Registry = (globals.__meterdPostgresServers ??= createRegistry());
-
-function createRegistry(): Registry {
-  const reg: Registry = { running: new Set(), dirs: new Set() };
-  const cleanup = (): void => {
-    for (const child of reg.running) child.kill('SIGQUIT');
-    for (const dir of reg.dirs) rmSync(dir, { recursive: true, force: true });
-  };
-  process.on('exit', cleanup);
-  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
-    const onSignal = (): void => {
-      cleanup();
-      process.off(signal, onSignal);
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-    };
-    process.on(signal, onSignal);
-  }
-  return reg;
-}
+// SIGQUIT: an immediate shutdown, which stops the backends and removes the shared memory.
+const registry = exitCleanupRegistry('__meterdPostgresServers', (child) => child.kill('SIGQUIT'));
 
 /** The newest installed PostgreSQL's bin dir (TEST_POSTGRES_BIN overrides it). */
 export function postgresBinDir(): string {

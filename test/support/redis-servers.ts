@@ -1,13 +1,14 @@
 // Throwaway redis-server processes for integration tests: loopback only, no Docker,
 // safe to use from several vitest workers at once (every server gets its own port and temp dir).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, rmSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
+import { exitCleanupRegistry } from './exit-cleanup.js';
 
 const REDIS_SERVER = '/usr/bin/redis-server';
 const HOST = '127.0.0.1';
@@ -34,35 +35,7 @@ export interface RedisClusterHandle {
   stop(): Promise<void>;
 }
 
-// Children still running when the test process ends get SIGKILLed and their temp dirs removed.
-// vitest stops its fork workers with SIGTERM, which skips 'exit' hooks, so the signals are
-// hooked too (the handler then re-raises the signal so the default behaviour still applies).
-// A SIGKILLed worker cannot run hooks. The registry lives on globalThis so that vitest
-// re-importing this module per test file does not pile up listeners.
-interface Registry {
-  running: Set<ChildProcess>;
-  dirs: Set<string>;
-}
-const globals = globalThis as typeof globalThis & { __meterdRedisServers?: Registry };
-const registry: Registry = (globals.__meterdRedisServers ??= createRegistry());
-
-function createRegistry(): Registry {
-  const reg: Registry = { running: new Set(), dirs: new Set() };
-  const cleanup = (): void => {
-    for (const child of reg.running) child.kill('SIGKILL');
-    for (const dir of reg.dirs) rmSync(dir, { recursive: true, force: true });
-  };
-  process.on('exit', cleanup);
-  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
-    const onSignal = (): void => {
-      cleanup();
-      process.off(signal, onSignal);
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-    };
-    process.on(signal, onSignal);
-  }
-  return reg;
-}
+const registry = exitCleanupRegistry('__meterdRedisServers', (child) => child.kill('SIGKILL'));
 
 function tryListen(port: number): Promise<number | null> {
   return new Promise((resolve) => {
