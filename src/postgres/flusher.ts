@@ -36,6 +36,8 @@ export type LedgerTrimmer = (partition: number, group: string) => Promise<number
 
 const BACKOFF_MS_MAX = 5_000;
 const BACKLOG_CHECK_INTERVAL_MS = 5_000;
+/** A consumer idle this many reclaim periods with nothing pending is a replica gone for good. */
+const CONSUMER_FORGET_AFTER_RECLAIMS = 10;
 
 export class LedgerFlusher {
   readonly consumer: string;
@@ -97,11 +99,15 @@ export class LedgerFlusher {
     return { events: events.length, inserted: result.inserted, duplicates: result.duplicates };
   }
 
-  /** Takes over entries that other (dead) consumers left pending too long. */
+  /**
+   * Takes over entries that other (dead) consumers left pending too long, and forgets consumers
+   * that hold nothing and have been idle for CONSUMER_FORGET_AFTER_RECLAIMS reclaim periods.
+   */
   async reclaimOnce(): Promise<number> {
     let claimed = 0;
     for (let partition = 0; partition < PARTITION_COUNT; partition++) {
       claimed += await this.streams.reclaim(partition, this.consumer, this.options.reclaimIdleMs, this.options.batchEventsMax);
+      await this.streams.forgetIdleConsumers(partition, this.consumer, this.options.reclaimIdleMs * CONSUMER_FORGET_AFTER_RECLAIMS);
     }
     return claimed;
   }

@@ -62,6 +62,26 @@ export class LedgerStreams {
     return reply[1].length;
   }
 
+  /**
+   * Removes consumers that hold nothing and have been idle longer than idleMs (replicas gone for
+   * good: every process start joins as a new consumer). Never this process's own consumer.
+   */
+  async forgetIdleConsumers(partition: number, self: string, idleMs: number): Promise<number> {
+    const key = this.streamKey(partition);
+    const consumers = (await this.redis.xinfo('CONSUMERS', key, FLUSH_GROUP)) as Array<Array<string | number>>;
+    let removed = 0;
+    for (const consumer of consumers) {
+      const field = (name: string) => consumer[consumer.indexOf(name) + 1];
+      const name = String(field('name'));
+      if (name !== self && Number(field('pending')) === 0 && Number(field('idle')) > idleMs) {
+        // DELCONSUMER would drop pending entries; only consumers holding none are removed.
+        await this.redis.xgroup('DELCONSUMER', key, FLUSH_GROUP, name);
+        removed += 1;
+      }
+    }
+    return removed;
+  }
+
   async length(partition: number): Promise<number> {
     return this.redis.xlen(this.streamKey(partition));
   }

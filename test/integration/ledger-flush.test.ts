@@ -132,7 +132,11 @@ describe('ledger flush to Postgres', () => {
 
     // Another replica takes the dead consumer's pending entries over and flushes them again.
     const survivor = new LedgerFlusher(streams, (p, g) => t.meterd.store.trimLedger(p, g), db, { batchEventsMax: 500, intervalMs: 100, reclaimIdleMs: 0 }, silent);
+    await new Promise((resolve) => setTimeout(resolve, 5)); // the dead consumer is idle for a moment
     expect(await survivor.reclaimOnce()).toBe(events.length);
+    // Holding nothing any more, the dead consumer is forgotten by the group.
+    const consumers = (await redis.xinfo('CONSUMERS', streams.streamKey(homePartition('flush-a')), FLUSH_GROUP)) as string[][];
+    expect(consumers.map((c) => c[c.indexOf('name') + 1])).not.toContain('dead-after-commit');
     let duplicates = 0;
     for (;;) {
       const result = await survivor.flushOnce();
