@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { connectClients } from './grpc-clients.js';
 import { freePort } from './redis-servers.js';
-import { exitCleanupRegistry } from './exit-cleanup.js';
+import { exitCleanupRegistry, exitOf, exitsWithin } from './child-processes.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const TSX = join(REPO_ROOT, 'node_modules/.bin/tsx');
@@ -54,12 +54,6 @@ function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   }
 }
 
-function exitOf(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve();
-    else child.once('exit', () => resolve());
-  });
-}
 
 function forget(p: MeterdProcess): void {
   p.child.stdout?.destroy();
@@ -69,18 +63,10 @@ function forget(p: MeterdProcess): void {
 
 /** SIGTERM (meterd drains), SIGKILL to the whole group after the grace period or when leftovers remain. */
 export async function stopMeterdProcess(p: MeterdProcess): Promise<void> {
-  const exited = exitOf(p.child);
   if (!p.exited()) p.child.kill('SIGTERM'); // tsx relays it to meterd
-  let timer: NodeJS.Timeout | undefined;
-  const late = await Promise.race([
-    exited.then(() => false),
-    new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(true), STOP_GRACE_MS);
-    }),
-  ]);
-  clearTimeout(timer);
+  const inTime = await exitsWithin(p.child, STOP_GRACE_MS);
   killGroup(p.child, 'SIGKILL'); // a no-op when everything exited; otherwise nothing survives
-  if (late) await exited;
+  if (!inTime) await exitOf(p.child);
   forget(p);
 }
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { freePort } from './redis-servers.js';
-import { exitCleanupRegistry } from './exit-cleanup.js';
+import { exitCleanupRegistry, exitOf, terminate } from './child-processes.js';
 
 const HOST = '127.0.0.1';
 const READY_WITHIN_MS = 20_000;
@@ -60,12 +60,6 @@ function runAs(): { uid: number; gid: number } | undefined {
   return { uid: Number(uid), gid: Number(gid) };
 }
 
-function exitPromise(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve();
-    else child.once('exit', () => resolve());
-  });
-}
 
 async function logTail(dir: string): Promise<string> {
   const text = await readFile(join(dir, 'postgres.log'), 'utf8').catch(() => '');
@@ -117,7 +111,7 @@ export async function startPostgresServer(options: { extraArgs?: string[] } = {}
     proc.once('exit', () => registry.running.delete(proc));
     child = proc;
     let exited = false;
-    void exitPromise(proc).then(() => (exited = true));
+    void exitOf(proc).then(() => (exited = true));
     const deadline = Date.now() + READY_WITHIN_MS;
     let lastError = 'no answer yet';
     while (Date.now() < deadline) {
@@ -147,20 +141,8 @@ export async function startPostgresServer(options: { extraArgs?: string[] } = {}
     const current = child;
     child = undefined;
     if (!current) return;
-    const exited = exitPromise(current);
-    current.kill(SHUTDOWN_SIGNAL[mode]);
-    let timer: NodeJS.Timeout | undefined;
-    const late = await Promise.race([
-      exited.then(() => false),
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(true), STOP_WITHIN_MS);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (late) {
-      current.kill('SIGKILL'); // its backends notice the postmaster is gone and exit
-      await exited;
-    }
+    // After a SIGKILL its backends notice the postmaster is gone and exit.
+    await terminate(current, SHUTDOWN_SIGNAL[mode], STOP_WITHIN_MS);
   };
 
   // Another worker may take the port between freePort() and the bind: retry on a new one.

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { exitCleanupRegistry } from './exit-cleanup.js';
+import { exitCleanupRegistry, exitOf, terminate } from './child-processes.js';
 
 const REDIS_SERVER = '/usr/bin/redis-server';
 const HOST = '127.0.0.1';
@@ -76,29 +76,7 @@ async function logTail(dir: string): Promise<string> {
   return parts.join('\n') || '(no log output)';
 }
 
-function exitPromise(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve();
-    else child.once('exit', () => resolve());
-  });
-}
 
-/** Send `signal`, wait up to `graceMs` for exit, then SIGKILL and wait again. */
-async function terminate(child: ChildProcess, signal: NodeJS.Signals, graceMs: number): Promise<void> {
-  const exited = exitPromise(child);
-  child.kill(signal);
-  // The (ref'd) timer also keeps the event loop alive while we wait for the unref'd child.
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(true), graceMs);
-  });
-  const late = await Promise.race([exited.then(() => false), timedOut]);
-  clearTimeout(timer);
-  if (late) {
-    child.kill('SIGKILL');
-    await exited;
-  }
-}
 
 function spawnRedis(port: number, dir: string, args: string[]): ChildProcess {
   // Startup errors (bad option) go to stdout before the logfile is opened, so keep them in a file too.
@@ -123,7 +101,7 @@ type StartResult = { ok: true } | { ok: false; reason: string; portInUse: boolea
 /** Poll PING every 50 ms for up to 10 s; give up early if the process dies. */
 async function waitForPing(child: ChildProcess, port: number, dir: string): Promise<StartResult> {
   let exited = false;
-  void exitPromise(child).then(() => (exited = true));
+  void exitOf(child).then(() => (exited = true));
   const deadline = Date.now() + 10_000;
   let lastError = '';
   while (Date.now() < deadline) {

@@ -1,3 +1,5 @@
+/** Child processes tests start (servers, meterd): waiting for their exit, stopping them, and
+ *  cleaning up after them when the test process dies. */
 import type { ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 
@@ -33,4 +35,33 @@ export function exitCleanupRegistry(key: string, stop: (child: ChildProcess) => 
     process.on(signal, onSignal);
   }
   return registry;
+}
+
+/** Resolves when the child has exited (at once if it already has). */
+export function exitOf(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve();
+    else child.once('exit', () => resolve());
+  });
+}
+
+/** True when the child exits within `ms`, false when it is still running then. The (ref'd) timer
+ *  also keeps the event loop alive while waiting for an unref'd child. */
+export async function exitsWithin(child: ChildProcess, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  const exited = await Promise.race([exitOf(child).then(() => true), timedOut]);
+  clearTimeout(timer);
+  return exited;
+}
+
+/** Sends `signal`, waits up to `graceMs` for the exit, then SIGKILLs and waits again. */
+export async function terminate(child: ChildProcess, signal: NodeJS.Signals, graceMs: number): Promise<void> {
+  child.kill(signal);
+  if (!(await exitsWithin(child, graceMs))) {
+    child.kill('SIGKILL');
+    await exitOf(child);
+  }
 }
