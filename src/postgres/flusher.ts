@@ -77,6 +77,10 @@ export class LedgerFlusher {
     if (events.length === 0) return { events: 0, inserted: 0, duplicates: 0 };
 
     const client = await this.db.connect();
+    // A checked-out client whose server goes away emits 'error'; unheard, it would end the process.
+    // The failing query rejects as well, which is what the loop acts on.
+    const onConnectionError = (err: Error) => this.logger.warn({ err: err.message }, 'postgres connection lost during a flush');
+    client.on('error', onConnectionError);
     let result;
     try {
       await client.query('BEGIN');
@@ -86,6 +90,7 @@ export class LedgerFlusher {
       await client.query('ROLLBACK').catch(() => {});
       throw err;
     } finally {
+      client.off('error', onConnectionError);
       client.release();
     }
     if (result.conflicting.length > 0) {

@@ -42,6 +42,7 @@ export async function ensureDatabase(databaseUrl: string): Promise<void> {
   if (!/^[A-Za-z0-9_]{1,63}$/.test(database)) throw new Error(`DATABASE_URL: database name "${database}" must be 1-63 of A-Z a-z 0-9 _`);
   url.pathname = '/postgres';
   const client = new pg.Client({ connectionString: url.toString(), connectionTimeoutMillis: 5_000 });
+  client.on('error', () => {}); // a lost connection also fails the pending query, which is what we act on
   await client.connect();
   try {
     const found = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);

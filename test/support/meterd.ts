@@ -132,6 +132,7 @@ export async function dropDatabase(databaseUrl: string): Promise<void> {
   const database = url.pathname.slice(1);
   url.pathname = '/postgres';
   const client = new pg.Client({ connectionString: url.toString() });
+  client.on('error', () => {});
   await client.connect();
   try {
     await client.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
