@@ -9,8 +9,8 @@ import { createDatabasePool } from './postgres/database.js';
 import { LedgerFlusher } from './postgres/flusher.js';
 import { PostgresLedgerReader } from './postgres/ledger-reader.js';
 import { ensureDatabase, migrate } from './postgres/migrator.js';
-import { reconcile, type ReconcileReport } from './postgres/reconciler.js';
-import { rebuildRedis, type RebuildReport } from './postgres/rebuild.js';
+import { poolsToRepair, reconcile, type ReconcileReport } from './postgres/reconciler.js';
+import { rebuildRedis, repairPool, type RebuildReport, type RepairReport } from './postgres/rebuild.js';
 import { DomainError, ErrorReason } from './domain/errors.js';
 import { ExpirySweeper } from './redis/expiry-sweeper.js';
 import { LedgerStreams } from './redis/ledger-streams.js';
@@ -24,7 +24,14 @@ export interface Meterd {
   /** Absent when started with ledger: false. */
   flusher?: LedgerFlusher;
   database?: pg.Pool;
+  /** One background check now: reconcile, then repair what Redis lost (as RECONCILE_REPAIR says). */
+  reconcileNow(): Promise<ReconcileOutcome>;
   stop(): Promise<void>;
+}
+
+export interface ReconcileOutcome {
+  report: ReconcileReport;
+  repairs: RepairReport[];
 }
 
 export class UnfitRedisError extends Error {
@@ -102,13 +109,21 @@ export async function startMeterd(options: {
   if (options.sweeper ?? true) sweeper.start();
   if (flusher && (options.flushLoop ?? true)) flusher.start();
   // The background check: drift is logged per account (reconcile logs it); it never stops serving.
+  // Pools that lost events in Redis are rebuilt from the ledger unless RECONCILE_REPAIR=false.
+  const reconcileLogger = logger.child({ component: 'reconcile' });
+  const reconcileNow = async (): Promise<ReconcileOutcome> => {
+    if (!database) throw new Error('reconcile needs the ledger (Postgres)');
+    const report = await reconcile(database, (p, ids, max) => store.snapshotLedger(p, ids, max), reconcileLogger);
+    const repairs: RepairReport[] = [];
+    if (settings.reconcileRepair) {
+      for (const accountId of poolsToRepair(report)) repairs.push(await repairPool(database, product, clock.nowMs(), accountId, store, reconcileLogger));
+    }
+    return { report, repairs };
+  };
   let reconcileTimer: NodeJS.Timeout | undefined;
   if (database && settings.reconcileIntervalMs > 0 && (options.flushLoop ?? true)) {
-    const db = database;
-    const reconcileLogger = logger.child({ component: 'reconcile' });
     reconcileTimer = setInterval(() => {
-      reconcile(db, (p, ids, max) => store.snapshotLedger(p, ids, max), reconcileLogger)
-        .catch((err: unknown) => reconcileLogger.warn({ err }, 'reconcile failed; trying again next interval'));
+      reconcileNow().catch((err: unknown) => reconcileLogger.warn({ err }, 'reconcile failed; trying again next interval'));
     }, settings.reconcileIntervalMs);
     reconcileTimer.unref();
   }
@@ -117,6 +132,7 @@ export async function startMeterd(options: {
     grpcPort: grpc.port,
     store,
     sweeper,
+    reconcileNow,
     async stop() {
       if (reconcileTimer) clearInterval(reconcileTimer);
       await stopGrpcServer(grpc.server, settings.shutdownGraceMs);
@@ -171,6 +187,12 @@ async function withStoreAndDatabase<T>(
 export function runReconcile(settings: Readonly<Settings>, product: ProductConfig, logger: Logger): Promise<ReconcileReport> {
   return withStoreAndDatabase(settings, product, logger,
     (store, database) => reconcile(database, (p, ids, max) => store.snapshotLedger(p, ids, max), logger));
+}
+
+/** `meterd rebuild-redis --account <id>`: rebuilds one pool from the ledger over what Redis has (Postgres wins). */
+export function runRepair(settings: Readonly<Settings>, product: ProductConfig, logger: Logger, accountId: string): Promise<RepairReport> {
+  return withStoreAndDatabase(settings, product, logger,
+    (store, database) => repairPool(database, product, Date.now(), accountId, store, logger));
 }
 
 /** `meterd rebuild-redis`: restores every pool missing from Redis out of the Postgres ledger. */

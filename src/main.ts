@@ -1,6 +1,6 @@
 import { loadProductConfig, ConfigError } from './config/product-config.js';
 import { loadSettings } from './config/settings.js';
-import { prepareDatabase, runRebuild, runReconcile, startMeterd, UnfitRedisError } from './app.js';
+import { prepareDatabase, runRebuild, runRepair, runReconcile, startMeterd, UnfitRedisError } from './app.js';
 import { createLogger } from './observability/logger.js';
 
 /**
@@ -20,6 +20,11 @@ async function main(): Promise<void> {
       return;
     }
     const product = loadProductConfig(settings.productConfigPath);
+    if (process.argv[2] === 'rebuild-redis' && process.argv[3] === '--account' && process.argv[4]) {
+      // `meterd rebuild-redis --account <id>`: rebuild one pool from the ledger over what Redis has.
+      const report = await runRepair(settings, product, logger, process.argv[4]);
+      process.exit(report.outcome === 'repaired' ? 0 : 1);
+    }
     if (process.argv[2] === 'rebuild-redis') {
       // `meterd rebuild-redis`: restore every pool missing from Redis out of the Postgres ledger.
       const report = await runRebuild(settings, product, logger);

@@ -35,6 +35,8 @@ const settingsSchema = z.object({
   FLUSH_RECLAIM_IDLE_MS: integer(1_000, 3_600_000, 30_000),
   FLUSH_BACKLOG_ALARM_EVENTS: integer(0, 1_000_000_000, 1_000_000),
   RECONCILE_INTERVAL_MS: integer(0, 86_400_000, 300_000),
+  /** The background check rebuilds a pool from Postgres when Redis lost events of it; 'false' only reports. */
+  RECONCILE_REPAIR: z.enum(['true', 'false']).default('true'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -58,6 +60,7 @@ export interface Settings {
   flushBacklogAlarmEvents: number;
   /** 0 turns the background reconciliation off. */
   reconcileIntervalMs: number;
+  reconcileRepair: boolean;
   logLevel: string;
 }
 
@@ -97,6 +100,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Readonly<Set
     flushReclaimIdleMs: s.FLUSH_RECLAIM_IDLE_MS,
     flushBacklogAlarmEvents: s.FLUSH_BACKLOG_ALARM_EVENTS,
     reconcileIntervalMs: s.RECONCILE_INTERVAL_MS,
+    reconcileRepair: s.RECONCILE_REPAIR === 'true',
     logLevel: s.LOG_LEVEL,
   });
 }

@@ -40,18 +40,22 @@ interface AccountRow {
 
 const MS = (column: string) => `(extract(epoch FROM ${column}) * 1000)::bigint`;
 
+const ACCOUNT_COLUMNS = `account_id, parent_id, plan, pending_plan, ${MS('billing_anchor')} AS anchor_ms, space_limit_credits,
+  trial_credits, ${MS('trial_ends_at')} AS trial_ends_at_ms, low_balance_threshold, ${MS('created_at')} AS created_at_ms`;
+
+async function poolEvents(db: pg.Pool, accountId: string): Promise<EventRow[]> {
+  return (await db.query<EventRow>(`
+    SELECT seq, kind, space_id, user_id, feature, reservation_id, trial, allowance, promo, pack, overage, held, charged,
+      promo_detail, ${MS('period_start')} AS period_start_ms, ${MS('period_end')} AS period_end_ms, op_id,
+      ${MS('expires_at')} AS expires_at_ms, ${MS('occurred_at')} AS occurred_at_ms, labels::text AS labels
+    FROM ledger_events WHERE account_id = $1 ORDER BY seq`, [accountId])).rows;
+}
+
 export async function rebuildRedis(db: pg.Pool, product: ProductConfig, nowMs: number, restore: PoolRestorer, logger?: Logger): Promise<RebuildReport> {
-  const accounts = (await db.query<AccountRow>(`
-    SELECT account_id, parent_id, plan, pending_plan, ${MS('billing_anchor')} AS anchor_ms, space_limit_credits,
-      trial_credits, ${MS('trial_ends_at')} AS trial_ends_at_ms, low_balance_threshold, ${MS('created_at')} AS created_at_ms
-    FROM accounts ORDER BY account_id`)).rows;
+  const accounts = (await db.query<AccountRow>(`SELECT ${ACCOUNT_COLUMNS} FROM accounts ORDER BY account_id`)).rows;
   const report: RebuildReport = { restored: 0, skipped: 0, holdsReleased: 0 };
   for (const root of accounts.filter((a) => a.parent_id === '')) {
-    const events = (await db.query<EventRow>(`
-      SELECT seq, kind, space_id, user_id, feature, reservation_id, trial, allowance, promo, pack, overage, held, charged,
-        promo_detail, ${MS('period_start')} AS period_start_ms, ${MS('period_end')} AS period_end_ms, op_id,
-        ${MS('expires_at')} AS expires_at_ms, ${MS('occurred_at')} AS occurred_at_ms, labels::text AS labels
-      FROM ledger_events WHERE account_id = $1 ORDER BY seq`, [root.account_id])).rows;
+    const events = await poolEvents(db, root.account_id);
     if (events.length === 0) continue;
     const spaces = accounts.filter((a) => a.parent_id === root.account_id);
     const pool = rebuildPool(root, spaces, events, product, nowMs);
@@ -60,6 +64,71 @@ export async function rebuildRedis(db: pg.Pool, product: ProductConfig, nowMs: n
     else report.skipped += 1;
   }
   logger?.info(report, 'rebuilt Redis from the Postgres ledger');
+  return report;
+}
+
+/**
+ * Repairing one pool (meterd rebuild-redis --account, and the reconciler when Redis lost events
+ * Postgres has): Postgres wins. The pool is rebuilt from its ledger and replaces what Redis has —
+ * only once Postgres holds every event up to Redis' sequence number (no gap, nothing of Redis'
+ * still unflushed), and only while Redis' sequence number is unchanged (else it tries again).
+ * Events Redis wrote over lost sequence numbers stay in ledger_conflicts with their payloads for an
+ * operator: replaying them automatically would re-run charges decided against balances that never
+ * existed in the ledger.
+ */
+export interface RepairReport {
+  accountId: string;
+  outcome: 'repaired' | 'not_found' | 'postgres_behind';
+  /** Redis' sequence number before, and the pool's after (Postgres' last). */
+  redisSeq: string;
+  ledgerSeq: string;
+  holdsDropped: number;
+  /** Events of this pool kept apart in ledger_conflicts (for an operator to review). */
+  conflicts: number;
+}
+
+export interface PoolReplacer {
+  /** The pool's sequence number in Redis now; null when Redis does not have it. */
+  poolSeq(accountId: string): Promise<bigint | null>;
+  replacePool(pool: RestoredPool, expectedSeq: bigint): Promise<{ replaced: boolean; holdsDropped: number }>;
+}
+
+/** How many times a repair re-reads a pool that moved on while it was being rebuilt. */
+export const REPAIR_ATTEMPTS_MAX = 5;
+
+export async function repairPool(db: pg.Pool, product: ProductConfig, nowMs: number, accountId: string, redis: PoolReplacer, logger?: Logger): Promise<RepairReport> {
+  const [root] = (await db.query<AccountRow>(`SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE account_id = $1 AND parent_id = ''`, [accountId])).rows;
+  const conflicts = Number((await db.query<{ n: string }>('SELECT count(*) AS n FROM ledger_conflicts WHERE account_id = $1', [accountId])).rows[0]?.n ?? 0);
+  const report: RepairReport = { accountId, outcome: 'not_found', redisSeq: '', ledgerSeq: '', holdsDropped: 0, conflicts };
+  for (let attempt = 1; attempt <= REPAIR_ATTEMPTS_MAX; attempt++) {
+    const redisSeq = (await redis.poolSeq(accountId)) ?? 0n;
+    if (!root) {
+      // Known to Redis only: its creation has not been flushed yet.
+      if (redisSeq > 0n) Object.assign(report, { outcome: 'postgres_behind', redisSeq: redisSeq.toString(), ledgerSeq: '0' });
+      break;
+    }
+    const events = await poolEvents(db, accountId);
+    const ledgerSeq = BigInt(events.at(-1)?.seq ?? '0');
+    report.redisSeq = redisSeq.toString();
+    report.ledgerSeq = ledgerSeq.toString();
+    // Sequence numbers start at 1 with no gap, so a complete ledger has exactly ledgerSeq events.
+    if (ledgerSeq < redisSeq || BigInt(events.length) !== ledgerSeq) {
+      report.outcome = 'postgres_behind';
+      break;
+    }
+    const spaces = (await db.query<AccountRow>(`SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE parent_id = $1`, [accountId])).rows;
+    const result = await redis.replacePool(rebuildPool(root, spaces, events, product, nowMs), redisSeq);
+    if (result.replaced) {
+      report.outcome = 'repaired';
+      report.holdsDropped = result.holdsDropped;
+      await db.query('UPDATE ledger_conflicts SET repaired_at = now() WHERE account_id = $1 AND repaired_at IS NULL AND seq <= $2',
+        [accountId, ledgerSeq.toString()]);
+      break;
+    }
+  }
+  if (report.outcome === 'repaired') logger?.warn(report, 'repaired a pool from the Postgres ledger');
+  else if (report.outcome === 'not_found') logger?.error(report, 'cannot repair: Postgres has no root account by this id');
+  else logger?.error(report, 'cannot repair yet: Postgres does not hold every event Redis has (let the flusher catch up)');
   return report;
 }
 

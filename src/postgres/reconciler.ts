@@ -11,7 +11,9 @@ import type { LedgerSnapshot } from '../redis/redis-credit-store.js';
  * consistent Redis snapshot (so events appended meanwhile never look like drift). Zero drift is the
  * normal state; anything else means lost or doubled money, or a bug, and names the account. Field
  * `events`: an event is missing; `events_lost_in_redis`: Postgres has events beyond Redis' sequence
- * (Redis lost its tail: rebuild the pool from the ledger).
+ * (Redis lost its tail); `conflicts`: Redis wrote events over lost sequence numbers, kept apart in
+ * ledger_conflicts, and the pool was not repaired since. Both are repaired by rebuilding the pool
+ * from the ledger (repairPool in rebuild.ts).
  */
 export interface Drift {
   accountId: string;
@@ -34,6 +36,14 @@ const FIELDS: Array<[field: string, amount: keyof LedgerEvent]> = [
   ['trial', 'trial'], ['allow', 'allowance'], ['promo', 'promo'], ['pack', 'pack'], ['ovg', 'overage'], ['held', 'held'],
 ];
 
+/** Drifts a rebuild of the pool from its ledger repairs (Redis lost events Postgres has). */
+const REPAIRABLE_FIELDS = new Set(['events_lost_in_redis', 'conflicts']);
+
+/** The pools of a report that repairPool should rebuild from the ledger. */
+export function poolsToRepair(report: ReconcileReport): string[] {
+  return [...new Set(report.drifts.filter((d) => REPAIRABLE_FIELDS.has(d.field)).map((d) => d.accountId))];
+}
+
 /** How many stream entries one snapshot may carry; a larger backlog is reported, not read. */
 export const RECONCILE_STREAM_ENTRIES_MAX = 50_000;
 
@@ -51,6 +61,9 @@ export async function reconcile(db: pg.Pool, snapshot: SnapshotReader, logger?: 
     const storedMax = new Map((await db.query<{ account_id: string; last: string }>(
       'SELECT account_id, max(seq) AS last FROM ledger_events WHERE account_id = ANY($1::text[]) GROUP BY account_id', [ids],
     )).rows.map((r) => [r.account_id, BigInt(r.last)]));
+    const unrepaired = new Map((await db.query<{ account_id: string; n: string }>(
+      'SELECT account_id, count(*) AS n FROM ledger_conflicts WHERE repaired_at IS NULL AND account_id = ANY($1::text[]) GROUP BY account_id', [ids],
+    )).rows.map((r) => [r.account_id, BigInt(r.n)]));
     const snap = await snapshot(partition, ids, RECONCILE_STREAM_ENTRIES_MAX);
     if (!snap.complete) {
       report.skippedPartitions.push(partition);
@@ -82,6 +95,8 @@ export async function reconcile(db: pg.Pool, snapshot: SnapshotReader, logger?: 
       const lastStored = storedMax.get(accountId) ?? 0n;
       if (lastStored > seq) report.drifts.push({ accountId, field: 'events_lost_in_redis', redis: seq, ledger: lastStored });
       else if (known !== seq) report.drifts.push({ accountId, field: 'events', redis: seq, ledger: known });
+      const conflicts = unrepaired.get(accountId);
+      if (conflicts !== undefined) report.drifts.push({ accountId, field: 'conflicts', redis: 0n, ledger: conflicts });
     }
   }
   for (const drift of report.drifts) {

@@ -275,18 +275,40 @@ export class RedisCreditStore implements CreditStore {
    * Writes a pool rebuilt from the ledger (rebuild-redis) into its partition, with stubs for its
    * spaces whose ids live elsewhere. Returns false when the pool already exists in Redis.
    */
+  /** Restores a pool missing from Redis; false when it exists (rebuild-redis skips it). */
   async restorePool(pool: RestoredPool): Promise<boolean> {
-    const target = homePartition(pool.id);
-    for (const space of pool.spaces) {
-      if (homePartition(space.id) !== target) await this.run('placeAccountStub', homePartition(space.id), [space.id, String(target)]);
-    }
     try {
-      await this.run('restorePool', target, [JSON.stringify(pool)]);
+      await this.writePool(pool, '');
       return true;
     } catch (err) {
       if (err instanceof DomainError && err.reason === ErrorReason.ACCOUNT_EXISTS) return false;
       throw err;
     }
+  }
+
+  /** A pool's ledger sequence number in Redis; null when Redis does not have the pool. */
+  async poolSeq(accountId: string): Promise<bigint | null> {
+    return (await this.snapshotLedger(homePartition(accountId), [accountId], 0)).pools.get(accountId)?.seq ?? null;
+  }
+
+  /**
+   * Replaces a pool with one rebuilt from the ledger, only while its sequence number is still
+   * `expectedSeq` (else `replaced` is false and `seq` says where it is now). `holdsDropped`: holds
+   * only Redis knew, gone with it.
+   */
+  async replacePool(pool: RestoredPool, expectedSeq: bigint): Promise<{ replaced: boolean; seq: bigint; holdsDropped: number }> {
+    const reply = await this.writePool(pool, expectedSeq.toString());
+    return reply.restored === true
+      ? { replaced: true, seq: BigInt(pool.fields.seq ?? '0'), holdsDropped: Number(reply.dropped ?? 0) }
+      : { replaced: false, seq: BigInt(String(reply.seq ?? '0')), holdsDropped: 0 };
+  }
+
+  private async writePool(pool: RestoredPool, expectedSeq: string): Promise<Reply> {
+    const target = homePartition(pool.id);
+    for (const space of pool.spaces) {
+      if (homePartition(space.id) !== target) await this.run('placeAccountStub', homePartition(space.id), [space.id, String(target)]);
+    }
+    return this.run('restorePool', target, [JSON.stringify(pool), expectedSeq]);
   }
 
   async sweepExpired(partition: number, max: number): Promise<SweepResult> {

@@ -659,7 +659,7 @@ describe('Redis restarted from its AOF', () => {
     });
   });
 
-  it('an AOF that lost its tail (an older copy restored): Postgres holds events Redis lost; reused sequence numbers hit the conflict path and reconcile reports drift', { timeout: 90_000 }, async () => {
+  it('an AOF that lost its tail (an older copy restored): Postgres holds events Redis lost; reused sequence numbers hit the conflict path and reconcile reports drift; the background check rebuilds those pools from the ledger and all is clean again', { timeout: 90_000 }, async () => {
     const accounts = Array.from({ length: 4 }, (_, i) => `tail-${i}`);
     await withRedisMeterd('everysec', accounts, async (env) => {
       const { server, t } = env;
@@ -712,6 +712,21 @@ describe('Redis restarted from its AOF', () => {
       expect(Number(keptApart.rows[0]?.n)).toBe(reused); // ...and the new events kept apart, never dropped
       const late = await reconcile(env.db, env.snapshot);
       expect(late.drifts.length).toBeGreaterThan(0);
+
+      // The repair: each such pool rebuilt from its ledger (Postgres wins); the conflicts are marked
+      // repaired but kept; reconcile is clean again and new events no longer collide.
+      const { repairs } = await t.meterd.reconcileNow(); // what the background check does each interval
+      expect(repairs.map((r) => r.accountId).sort()).toEqual(ahead.map((l) => l.accountId).sort());
+      for (const r of repairs) expect(r.outcome).toBe('repaired');
+      expect((await reconcile(env.db, env.snapshot)).drifts).toEqual([]);
+      const conflictsBeforeD = conflictCount(env);
+      await pairs('d', 2, 1n);
+      await waitUntilFlushed(env.view);
+      expect(conflictCount(env)).toBe(conflictsBeforeD);
+      expect((await reconcile(env.db, env.snapshot)).drifts).toEqual([]);
+      const keptRows = await env.db.query<{ n: string; repaired: string }>(
+        'SELECT count(*) AS n, count(repaired_at) AS repaired FROM ledger_conflicts WHERE account_id = ANY($1::text[])', [accounts]);
+      expect(keptRows.rows[0]).toEqual({ n: String(reused), repaired: String(reused) });
       const postgresCharged = BigInt((await env.db.query<{ s: string | null }>(
         "SELECT sum(charged) AS s FROM ledger_events WHERE kind = 'commit' AND account_id = ANY($1::text[])", [accounts])).rows[0]?.s ?? '0');
       note('lost AOF tail', {
@@ -719,6 +734,7 @@ describe('Redis restarted from its AOF', () => {
         reconcileRightAfterTheLoss: early.drifts.map((d) => `${d.accountId}.${d.field} redis=${d.redis} ledger=${d.ledger}`),
         conflictsLogged: conflictCount(env),
         reconcileAfterReuse: late.drifts.map((d) => `${d.accountId}.${d.field} redis=${d.redis} ledger=${d.ledger}`),
+        repairs: repairs.map((r) => `${r.accountId}: Redis seq ${r.redisSeq} → ${r.ledgerSeq}, ${r.conflicts} conflicts kept for review`),
         clientsSawCommitted: chargedA + chargedB + chargedC,
         redisKeeps: chargedA + chargedC,
         postgresCharged,

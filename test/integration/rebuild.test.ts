@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GrantKind } from '../../src/gen/meterd/v1/types.js';
-import { rebuildRedis } from '../../src/postgres/rebuild.js';
+import { rebuildRedis, repairPool } from '../../src/postgres/rebuild.js';
 import { reconcile } from '../../src/postgres/reconciler.js';
 import { homePartition, partitionPrefix } from '../../src/redis/keys.js';
 import { LedgerStreams } from '../../src/redis/ledger-streams.js';
@@ -93,5 +93,44 @@ describe('rebuild Redis from Postgres', () => {
     await t.meterd.flusher!.drain();
     const drift = await reconcile(db, (p, ids, max) => t.meterd.store.snapshotLedger(p, ids, max));
     expect(drift).toEqual({ accounts: 3, drifts: [], skippedPartitions: [] });
+  });
+
+  it('repairs one pool from the ledger over what Redis has: Postgres wins, an open hold keeps its expiry, unflushed events are never overwritten', async () => {
+    const { admin, metering } = t.clients;
+    const accountId = 'rp-a';
+    const store = t.meterd.store;
+    const repair = () => repairPool(db, TEST_PRODUCT, t.clock.nowMs(), accountId, store);
+    await admin.upsertAccount({ account: { accountId, plan: 'metered', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' } });
+    await admin.grantCredits({ accountId, credits: 50n, kind: GrantKind.GRANT_KIND_PACK, grantId: 'p1', reason: '' });
+    await t.meterd.flusher!.drain();
+    const done = await metering.reserveCredits({ accountId, feature: 'content_rewrite', credits: 10n, requestId: 'rp1', userId: '', labels: {} });
+    await metering.commitReservation({ reservationId: done.reservationId, credits: 8n });
+    const open = await metering.reserveCredits({ accountId, feature: 'content_rewrite', credits: 6n, requestId: 'rp2', userId: '', labels: {}, ttlSeconds: 900 });
+
+    // Redis is ahead of Postgres (the hold is not flushed yet): nothing is overwritten.
+    const seq = String(await store.poolSeq(accountId));
+    const ahead = await repair();
+    expect(ahead).toMatchObject({ outcome: 'postgres_behind', redisSeq: seq, ledgerSeq: String(BigInt(seq) - 3n) });
+    await t.meterd.flusher!.drain();
+
+    // A planted drift in one bucket; reconcile sees it, the repair puts the ledger's value back.
+    const poolKey = `${partitionPrefix(t.keyPrefix, homePartition(accountId))}a/${accountId}`;
+    const expiryKey = `${partitionPrefix(t.keyPrefix, homePartition(accountId))}expiry`;
+    const expiryBefore = await redis.zscore(expiryKey, open.reservationId);
+    const goodFields = await poolFields(accountId);
+    await redis.hset(poolKey, 'pack', '999');
+    const drifted = await reconcile(db, (p, ids, max) => store.snapshotLedger(p, ids, max));
+    expect(drifted.drifts.filter((d) => d.accountId === accountId).map((d) => d.field)).toEqual(['pack']);
+
+    expect(await repair()).toEqual({ accountId, outcome: 'repaired', redisSeq: seq, ledgerSeq: seq, holdsDropped: 0, conflicts: 0 });
+    expect(await poolFields(accountId)).toEqual(goodFields);
+    expect(await redis.zscore(expiryKey, open.reservationId)).toBe(expiryBefore); // the in-flight hold goes on
+    const committed = await metering.commitReservation({ reservationId: open.reservationId, credits: 6n });
+    expect(committed.chargedCredits).toBe(6n);
+    await t.meterd.flusher!.drain();
+    const after = await reconcile(db, (p, ids, max) => store.snapshotLedger(p, ids, max));
+    expect(after.drifts).toEqual([]);
+    expect(await repair()).toMatchObject({ outcome: 'repaired', ledgerSeq: String(BigInt(seq) + 1n) }); // idempotent
+    expect(await repairPool(db, TEST_PRODUCT, t.clock.nowMs(), 'nobody', store)).toMatchObject({ outcome: 'not_found' });
   });
 });

@@ -33,6 +33,7 @@ describe('loadSettings', () => {
       flushReclaimIdleMs: 30_000,
       flushBacklogAlarmEvents: 1_000_000,
       reconcileIntervalMs: 300_000,
+      reconcileRepair: true,
       logLevel: 'info',
     });
     expect(EXAMPLE_PRODUCT_CONFIG_PATH).toMatch(/src\/config\/product\.example\.yaml$/);
@@ -82,6 +83,7 @@ describe('loadSettings', () => {
       flushReclaimIdleMs: 60_000,
       flushBacklogAlarmEvents: 1_000_000,
       reconcileIntervalMs: 300_000,
+      reconcileRepair: true,
       logLevel: 'silent',
     });
   });

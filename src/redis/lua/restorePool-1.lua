@@ -1,11 +1,19 @@
 --[[
-  Writes a pool rebuilt from the Postgres ledger back into an emptied Redis (meterd rebuild-redis):
-  the pool's hash, its spaces, its promotional grants, and the holds that were open — each due to
-  expire at once, so the next touch or sweep releases them and nothing they held is ever charged.
-  Appends no ledger event: the ledger already has all of this. Refuses a pool that exists.
+  Writes a pool rebuilt from the Postgres ledger back into Redis: the pool's hash, its spaces, its
+  promotional grants, and the holds that were open. Appends no ledger event: the ledger already has
+  all of this. Two modes:
+  - restore (meterd rebuild-redis on an emptied Redis): refuses a pool that exists. Open holds come
+    back due to expire at once, so the next touch or sweep releases them and nothing is charged.
+  - replace (meterd rebuild-redis --account, and the reconciler's repair of a pool that lost events
+    in Redis): only while the pool's sequence number is still the one the caller checked Postgres
+    against, so no event appended meanwhile is overwritten. The pool's hash, spaces, promotions and
+    holds are dropped and written anew; a hold Redis still has open keeps its expiry (in-flight calls
+    go on), a hold only Redis knew is dropped (it was never charged, and Postgres wins).
   Input (after the shared arguments): ARGV[5] the pool as JSON (built by src/postgres/rebuild.ts):
     {id, fields = {...}, spaces = [{id, fields}], promos = [{id, expires, left}], holds = [{id, expires, fields}]}
-  Output: JSON {restored = true}; errors: ACCOUNT_EXISTS.
+    ARGV[6] '' to restore, or the pool's expected sequence number to replace.
+  Output: JSON {restored = true, dropped = <holds dropped>} or, in replace mode when the pool moved
+    on, {restored = false, seq = <its sequence number now>}; errors: ACCOUNT_EXISTS (restore mode).
 ]]
 --- @include "includes/numbers"
 --- @include "includes/keys"
@@ -14,8 +22,8 @@
 
 local ctx = newContext(KEYS, ARGV)
 local pool = cjson.decode(ARGV[SCRIPT_ARGS])
+local expectedSeq = ARGV[SCRIPT_ARGS + 1]
 local key = accountKey(ctx.P, pool.id)
-if redis.call('EXISTS', key) == 1 then return cjson.encode({ e = 'ACCOUNT_EXISTS', account_id = pool.id }) end
 
 local function writeHash(hashKey, fields)
   local args = {}
@@ -26,6 +34,26 @@ local function writeHash(hashKey, fields)
   if #args > 0 then redis.call('HSET', hashKey, unpack(args)) end
 end
 
+-- Replace mode: what Redis has of this pool goes, after noting the expiry of holds still open.
+local openExpiry = {}
+local dropped = 0
+if expectedSeq == '' then
+  if redis.call('EXISTS', key) == 1 then return cjson.encode({ e = 'ACCOUNT_EXISTS', account_id = pool.id }) end
+else
+  local seq = redis.call('HGET', key, 'seq') or '0'
+  if seq ~= expectedSeq then return cjson.encode({ restored = false, seq = seq }) end
+  local holdsKey = poolHoldsKey(ctx.P, pool.id)
+  for _, id in ipairs(redis.call('ZRANGE', holdsKey, 0, -1)) do
+    local state, exp = unpack(redis.call('HMGET', reservationKey(ctx.P, id), 'state', 'exp'))
+    if state == 'H' and exp then openExpiry[id] = exp end
+    redis.call('DEL', reservationKey(ctx.P, id))
+    redis.call('ZREM', expiryKey(ctx.P), id)
+    dropped = dropped + 1
+  end
+  redis.call('DEL', key, holdsKey, promoKey(ctx.P, pool.id), promoAmountsKey(ctx.P, pool.id))
+  for _, space in ipairs(pool.spaces) do redis.call('DEL', accountKey(ctx.P, space.id)) end
+end
+
 writeHash(key, pool.fields)
 for _, space in ipairs(pool.spaces) do writeHash(accountKey(ctx.P, space.id), space.fields) end
 for _, promo in ipairs(pool.promos) do
@@ -33,8 +61,14 @@ for _, promo in ipairs(pool.promos) do
   redis.call('HSET', promoAmountsKey(ctx.P, pool.id), promo.id, promo.left)
 end
 for _, hold in ipairs(pool.holds) do
+  local expires = hold.expires
+  if openExpiry[hold.id] then
+    expires = openExpiry[hold.id]
+    hold.fields.exp = expires
+    dropped = dropped - 1
+  end
   writeHash(reservationKey(ctx.P, hold.id), hold.fields)
-  redis.call('ZADD', poolHoldsKey(ctx.P, pool.id), hold.expires, hold.id)
-  redis.call('ZADD', expiryKey(ctx.P), hold.expires, hold.id)
+  redis.call('ZADD', poolHoldsKey(ctx.P, pool.id), expires, hold.id)
+  redis.call('ZADD', expiryKey(ctx.P), expires, hold.id)
 end
-return cjson.encode({ restored = true })
+return cjson.encode({ restored = true, dropped = dropped })
