@@ -28,7 +28,7 @@ const { values } = parseArgs({ options: {
 } });
 const keyPrefix = `fbench${randomBytes(4).toString('hex')}`;
 const databaseUrl = testDatabaseUrl(`meterd_${keyPrefix}`);
-const settings = loadSettings({ ...process.env, REDIS_KEY_PREFIX: keyPrefix, DATABASE_URL: databaseUrl, GRPC_HOST: '127.0.0.1', GRPC_PORT: '0' });
+const settings = loadSettings({ ...process.env, REDIS_KEY_PREFIX: keyPrefix, DATABASE_URL: databaseUrl, GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_HOST: '127.0.0.1', HTTP_PORT: '0' });
 const product = loadProductConfig(settings.productConfigPath);
 const meterd = await startMeterd({ settings, product, logger: pino({ level: 'warn' }), flushLoop: false, sweeper: false });
 const { store, flusher, database } = meterd;

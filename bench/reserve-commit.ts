@@ -41,7 +41,7 @@ let port: number;
 if (values.target) {
   port = Number(values.target.split(':')[1]);
 } else {
-  const settings = loadSettings({ ...process.env, REDIS_URL: values.redis, REDIS_KEY_PREFIX: keyPrefix, GRPC_HOST: '127.0.0.1', GRPC_PORT: '0' });
+  const settings = loadSettings({ ...process.env, REDIS_URL: values.redis, REDIS_KEY_PREFIX: keyPrefix, GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_HOST: '127.0.0.1', HTTP_PORT: '0' });
   const meterd = await startMeterd({
     settings, product: loadProductConfig(settings.productConfigPath), logger: pino({ level: 'warn' }),
     observeCall: (_service, _method, _code, seconds) => {

@@ -2,7 +2,12 @@ import type pg from 'pg';
 import type { ProductConfig } from './config/product-config.js';
 import type { Settings } from './config/settings.js';
 import { systemClock, type Clock } from './domain/clock.js';
+import { tokenAuthorizer } from './grpc/auth.js';
 import { startGrpcServer, stopGrpcServer } from './grpc/server.js';
+import { sendJson, startHttpServer } from './observability/http-server.js';
+import { MeterdMetrics } from './observability/metrics.js';
+import { Readiness } from './observability/readiness.js';
+import { METERD_VERSION } from './version.js';
 import type { CallObserver } from './grpc/wrap-unary.js';
 import type { Logger } from './observability/logger.js';
 import { createDatabasePool } from './postgres/database.js';
@@ -19,8 +24,11 @@ import { checkRedisFitness, connectRedis } from './redis/redis-connection.js';
 
 export interface Meterd {
   grpcPort: number;
+  /** /metrics, /healthz, /readyz. */
+  httpPort: number;
   store: RedisCreditStore;
   sweeper: ExpirySweeper;
+  metrics: MeterdMetrics;
   /** Absent when started with ledger: false. */
   flusher?: LedgerFlusher;
   database?: pg.Pool;
@@ -72,6 +80,7 @@ export async function startMeterd(options: {
 }): Promise<Meterd> {
   const { settings, product, logger } = options;
   const clock = options.clock ?? systemClock;
+  const metrics = new MeterdMetrics({ version: METERD_VERSION });
   const redisLogger = logger.child({ component: 'redis' });
   const redis = await connectRedis(settings, (err) => redisLogger.warn({ err: err.message }, 'redis connection error'));
   let database: pg.Pool | undefined;
@@ -87,9 +96,12 @@ export async function startMeterd(options: {
     redis.disconnect();
     throw err;
   }
-  const store = new RedisCreditStore(redis, { keyPrefix: settings.redisKeyPrefix, product, clock });
+  const store = new RedisCreditStore(redis, {
+    keyPrefix: settings.redisKeyPrefix, product, clock, observe: metrics.scriptFinished, shadowMode: settings.shadowMode,
+  });
   await store.loadScripts();
-  const sweeper = new ExpirySweeper(store, settings.sweepIntervalMs, logger.child({ component: 'sweeper' }));
+  const sweeper = new ExpirySweeper(store, settings.sweepIntervalMs, logger.child({ component: 'sweeper' }),
+    metrics.expired, () => metrics.error('sweep_failed'));
   if (database) await rebuildIfRedisLost(database, store, product, clock, logger);
   let flusher: LedgerFlusher | undefined;
   if (database) {
@@ -100,12 +112,48 @@ export async function startMeterd(options: {
       intervalMs: settings.flushIntervalMs,
       reclaimIdleMs: settings.flushReclaimIdleMs,
       backlogAlarmEvents: settings.flushBacklogAlarmEvents,
+      observer: metrics.flush,
     }, logger.child({ component: 'flusher' }));
   }
-  const grpc = await startGrpcServer(settings.grpcHost, settings.grpcPort, {
-    store, product, clock, logger: logger.child({ component: 'grpc' }), observe: options.observeCall ?? (() => {}),
+  const authorize = tokenAuthorizer(settings.dataPlaneTokens, settings.adminTokens);
+  if (!authorize) logger.warn('authentication is off: set AUTH_DATA_PLANE_TOKENS and AUTH_ADMIN_TOKENS before exposing the gRPC port');
+  if (settings.shadowMode) logger.warn('shadow mode: reserve refusals are counted and reported, never enforced');
+  const observeCall = options.observeCall;
+  const grpc = await startGrpcServer(settings, {
+    store: metrics.instrument(store), product, clock, logger: logger.child({ component: 'grpc' }), authorize,
+    started: metrics.callStarted,
+    observe: observeCall ? (...call) => { metrics.callFinished(...call); observeCall(...call); } : metrics.callFinished,
     ...(database ? { ledger: new PostgresLedgerReader(database) } : {}),
   });
+  metrics.watchBalances(settings.metricsAccountIds, store);
+  const db = database;
+  const readiness = new Readiness({
+    redis: () => redis.ping(),
+    ...(db ? { postgres: () => db.query('SELECT 1') } : {}),
+  }, (ready) => {
+    grpc.setServing(ready);
+    metrics.setReady(ready);
+    logger.info({ ready }, ready ? 'ready' : 'not ready');
+  });
+  const http = await startHttpServer(settings.httpHost, settings.httpPort, {
+    'GET /metrics': async (_request, response) => {
+      const text = await metrics.registry.metrics();
+      response.writeHead(200, { 'content-type': metrics.registry.contentType });
+      response.end(text);
+    },
+    'GET /healthz': (_request, response) => sendJson(response, 200, { status: 'alive' }),
+    'GET /readyz': async (_request, response) => {
+      const report = await readiness.check();
+      sendJson(response, report.ready ? 200 : 503, report);
+    },
+  }, logger.child({ component: 'http' })).catch(async (err: unknown) => {
+    grpc.server.forceShutdown();
+    await database?.end();
+    redis.disconnect();
+    throw err;
+  });
+  await readiness.check();
+  readiness.start();
   if (options.sweeper ?? true) sweeper.start();
   if (flusher && (options.flushLoop ?? true)) flusher.start();
   // The background check: drift is logged per account (reconcile logs it); it never stops serving.
@@ -123,21 +171,39 @@ export async function startMeterd(options: {
   let reconcileTimer: NodeJS.Timeout | undefined;
   if (database && settings.reconcileIntervalMs > 0 && (options.flushLoop ?? true)) {
     reconcileTimer = setInterval(() => {
-      reconcileNow().catch((err: unknown) => reconcileLogger.warn({ err }, 'reconcile failed; trying again next interval'));
+      reconcileNow().then(
+        (outcome) => metrics.reconciled(outcome, Date.now()),
+        (err: unknown) => {
+          metrics.reconciled('failed', Date.now());
+          reconcileLogger.warn({ err }, 'reconcile failed; trying again next interval');
+        },
+      );
     }, settings.reconcileIntervalMs);
     reconcileTimer.unref();
   }
-  logger.info({ grpcPort: grpc.port, keyPrefix: settings.redisKeyPrefix, ledger: database !== undefined }, 'meterd serving');
+  logger.info({
+    grpcPort: grpc.port, httpPort: http.port, keyPrefix: settings.redisKeyPrefix, ledger: database !== undefined,
+    tls: settings.grpcTls ? (settings.grpcTls.clientCaFile ? 'mutual' : 'server') : 'off', auth: authorize !== null, shadowMode: settings.shadowMode,
+  }, 'meterd serving');
   const meterd: Meterd = {
     grpcPort: grpc.port,
+    httpPort: http.port,
     store,
     sweeper,
+    metrics,
     reconcileNow,
+    /**
+     * Graceful shutdown: health flips to NOT_SERVING at once (load balancers stop sending), calls in
+     * flight finish within SHUTDOWN_GRACE_MS, a final flush writes what waits, connections close.
+     */
     async stop() {
+      readiness.startDraining();
+      readiness.stop();
       if (reconcileTimer) clearInterval(reconcileTimer);
       await stopGrpcServer(grpc.server, settings.shutdownGraceMs);
       await sweeper.stop();
       await flusher?.stop();
+      await http.close();
       await database?.end();
       await redis.quit().catch(() => redis.disconnect());
     },

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ID_CHARACTERS_DESCRIPTION, ID_LENGTH_MAX, ID_PATTERN } from './limits.js';
 import { EXAMPLE_PRODUCT_CONFIG_PATH, ConfigError } from './product-config.js';
 
 /**
@@ -38,6 +39,16 @@ const settingsSchema = z.object({
   /** The background check rebuilds a pool from Postgres when Redis lost events of it; 'false' only reports. */
   RECONCILE_REPAIR: z.enum(['true', 'false']).default('true'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  HTTP_HOST: z.string().default('0.0.0.0'),
+  HTTP_PORT: integer(0, 65_535, 9_464),
+  AUTH_DATA_PLANE_TOKENS: z.string().default(''),
+  AUTH_ADMIN_TOKENS: z.string().default(''),
+  GRPC_TLS_CERT_FILE: z.string().default(''),
+  GRPC_TLS_KEY_FILE: z.string().default(''),
+  GRPC_TLS_CLIENT_CA_FILE: z.string().default(''),
+  GRPC_MAX_CONCURRENT_STREAMS: integer(1, 100_000, 1_000),
+  SHADOW_MODE: z.enum(['true', 'false']).default('false'),
+  METRICS_ACCOUNT_IDS: z.string().default(''),
 });
 
 export interface Settings {
@@ -62,6 +73,55 @@ export interface Settings {
   reconcileIntervalMs: number;
   reconcileRepair: boolean;
   logLevel: string;
+  httpHost: string;
+  httpPort: number;
+  /** Bearer tokens for MeteringService; admin tokens may call both services. Both empty: no authentication. */
+  dataPlaneTokens: string[];
+  adminTokens: string[];
+  /** TLS on the gRPC port when cert and key are set; mutual TLS when a client CA is set too. */
+  grpcTls: { certFile: string; keyFile: string; clientCaFile: string } | null;
+  grpcMaxConcurrentStreams: number;
+  /** Reserve refusals are counted and reported in the reply, never returned as errors. */
+  shadowMode: boolean;
+  /** Accounts whose balances are exported as gauges (opt-in; bounded). */
+  metricsAccountIds: string[];
+}
+
+/** Bounds of an authentication token: long enough to be unguessable, printable, no separators. */
+export const AUTH_TOKEN_CHARS_MIN = 16;
+export const AUTH_TOKEN_CHARS_MAX = 256;
+export const AUTH_TOKENS_MAX = 16;
+/** At most this many accounts in the per-account balance collector. */
+export const METRICS_ACCOUNT_IDS_MAX = 100;
+
+function parseTokens(variable: string, text: string): string[] {
+  const tokens = text.split(',').map((t) => t.trim()).filter((t) => t !== '');
+  if (tokens.length > AUTH_TOKENS_MAX) throw new ConfigError(`${variable}: at most ${AUTH_TOKENS_MAX} tokens`);
+  for (const [i, token] of tokens.entries()) {
+    if (token.length < AUTH_TOKEN_CHARS_MIN || token.length > AUTH_TOKEN_CHARS_MAX || !/^[\x21-\x7e]+$/.test(token)) {
+      // The token itself is never echoed: only its position.
+      throw new ConfigError(`${variable}: token ${i + 1} must be ${AUTH_TOKEN_CHARS_MIN}-${AUTH_TOKEN_CHARS_MAX} printable ASCII characters without spaces or commas`);
+    }
+  }
+  return tokens;
+}
+
+function parseTls(s: { GRPC_TLS_CERT_FILE: string; GRPC_TLS_KEY_FILE: string; GRPC_TLS_CLIENT_CA_FILE: string }): Settings['grpcTls'] {
+  const { GRPC_TLS_CERT_FILE: certFile, GRPC_TLS_KEY_FILE: keyFile, GRPC_TLS_CLIENT_CA_FILE: clientCaFile } = s;
+  if (certFile === '' && keyFile === '' && clientCaFile === '') return null;
+  if (certFile === '' || keyFile === '') throw new ConfigError('GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE: set both for TLS (GRPC_TLS_CLIENT_CA_FILE needs them too)');
+  return { certFile, keyFile, clientCaFile };
+}
+
+function parseAccountIds(text: string): string[] {
+  const ids = text.split(',').map((t) => t.trim()).filter((t) => t !== '');
+  if (ids.length > METRICS_ACCOUNT_IDS_MAX) throw new ConfigError(`METRICS_ACCOUNT_IDS: at most ${METRICS_ACCOUNT_IDS_MAX} accounts`);
+  for (const id of ids) {
+    if (id.length > ID_LENGTH_MAX || !ID_PATTERN.test(id)) {
+      throw new ConfigError(`METRICS_ACCOUNT_IDS: "${id}" is not an account id (1-${ID_LENGTH_MAX} ${ID_CHARACTERS_DESCRIPTION})`);
+    }
+  }
+  return [...new Set(ids)];
 }
 
 function parseNodes(text: string): Array<{ host: string; port: number }> {
@@ -102,5 +162,13 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Readonly<Set
     reconcileIntervalMs: s.RECONCILE_INTERVAL_MS,
     reconcileRepair: s.RECONCILE_REPAIR === 'true',
     logLevel: s.LOG_LEVEL,
+    httpHost: s.HTTP_HOST,
+    httpPort: s.HTTP_PORT,
+    dataPlaneTokens: parseTokens('AUTH_DATA_PLANE_TOKENS', s.AUTH_DATA_PLANE_TOKENS),
+    adminTokens: parseTokens('AUTH_ADMIN_TOKENS', s.AUTH_ADMIN_TOKENS),
+    grpcTls: parseTls(s),
+    grpcMaxConcurrentStreams: s.GRPC_MAX_CONCURRENT_STREAMS,
+    shadowMode: s.SHADOW_MODE === 'true',
+    metricsAccountIds: parseAccountIds(s.METRICS_ACCOUNT_IDS),
   });
 }

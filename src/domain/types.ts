@@ -36,6 +36,14 @@ export interface ReservationResult {
   requestId: string;
   replayed: boolean;
   balance: BalanceResult;
+  /** Shadow mode: the refusal this reserve would have met (nothing was held; the call went on). */
+  shadowRefusal?: ShadowRefusal;
+}
+
+export interface ShadowRefusal {
+  reason: string;
+  message: string;
+  metadata: Record<string, string>;
 }
 
 export interface CommitResult {

@@ -11,6 +11,7 @@ import type { AdminServiceServer } from '../gen/meterd/v1/admin_service.js';
 import type { MeteringServiceServer } from '../gen/meterd/v1/metering_service.js';
 import type { Logger } from '../observability/logger.js';
 import { grantKindName, toAccount, toBalance, toLedgerEntry, toReservation, toUsage } from './mappers.js';
+import type { Authorizer } from './auth.js';
 import { wrapUnary, type CallObserver } from './wrap-unary.js';
 
 export interface HandlerDependencies {
@@ -21,6 +22,8 @@ export interface HandlerDependencies {
   clock: Clock;
   logger: Logger;
   observe: CallObserver;
+  started?: (service: string, method: string) => void;
+  authorize?: Authorizer | null;
 }
 
 type Handlers<S> = { [K in keyof S]: (request: never) => Promise<unknown> };
@@ -29,7 +32,9 @@ type Handlers<S> = { [K in keyof S]: (request: never) => Promise<unknown> };
 function wrapAll<S extends UntypedServiceImplementation>(service: string, handlers: Handlers<S>, deps: HandlerDependencies): S {
   const wrapped: Record<string, unknown> = {};
   for (const [method, handler] of Object.entries(handlers)) {
-    wrapped[method] = wrapUnary(service, method, handler as (request: unknown) => Promise<unknown>, deps.logger, deps.observe);
+    // Metrics and logs name methods as the proto does (ReserveCredits), not as ts-proto does.
+    const protoMethod = method.charAt(0).toUpperCase() + method.slice(1);
+    wrapped[method] = wrapUnary(service, protoMethod, handler as (request: unknown) => Promise<unknown>, deps);
   }
   return wrapped as S;
 }

@@ -48,6 +48,7 @@ export function toReservation(r: ReservationResult): Reservation {
     userId: r.userId,
     requestId: r.requestId,
     replayed: r.replayed,
+    shadowRefusal: r.shadowRefusal,
   };
 }
 

@@ -1,29 +1,46 @@
 import { status, type handleUnaryCall, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import { DomainError, ErrorReason } from '../domain/errors.js';
 import type { Logger } from '../observability/logger.js';
+import type { Authorizer } from './auth.js';
 import { toServiceError } from './status-details.js';
 
 /** Observes every finished call (metrics hang off this in one place). */
 export type CallObserver = (service: string, method: string, code: status, seconds: number, reason?: string) => void;
 
+export interface CallHooks {
+  logger: Logger;
+  observe: CallObserver;
+  /** Sees every call as it starts. */
+  started?: (service: string, method: string) => void;
+  /** Refuses calls without a valid credential for this service (absent: authentication off). */
+  authorize?: Authorizer | null;
+}
+
 /**
  * The one wrapper around every handler: handlers only map proto ↔ domain and may throw.
- * A DomainError becomes its status with ErrorInfo; anything else becomes INTERNAL with a generic
- * message and a log line (the stack never reaches the caller).
+ * Authentication runs first; a DomainError becomes its status with ErrorInfo; anything else becomes
+ * INTERNAL with a generic message and a log line (the stack never reaches the caller).
  */
 export function wrapUnary<Req, Res>(
   service: string,
   method: string,
   handler: (request: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
-  logger: Logger,
-  observe: CallObserver,
+  hooks: CallHooks,
 ): handleUnaryCall<Req, Res> {
+  const { logger, observe, started, authorize } = hooks;
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
-    const started = process.hrtime.bigint();
-    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
-    handler(call.request, call).then(
+    const startedAt = process.hrtime.bigint();
+    const seconds = () => Number(process.hrtime.bigint() - startedAt) / 1e9;
+    started?.(service, method);
+    const run = async () => {
+      authorize?.(service, call.metadata);
+      return handler(call.request, call);
+    };
+    run().then(
       (response) => {
-        observe(service, method, status.OK, seconds());
+        const elapsed = seconds();
+        observe(service, method, status.OK, elapsed);
+        if (logger.isLevelEnabled('debug')) logger.debug({ method, code: 'OK', ms: elapsed * 1000 }, 'call');
         callback(null, response);
       },
       (err: unknown) => {
@@ -31,7 +48,9 @@ export function wrapUnary<Req, Res>(
         if (err instanceof DomainError) {
           domainError = err;
           if (err.reason === ErrorReason.BACKEND_UNAVAILABLE) logger.warn({ method, err }, 'credit store unavailable');
-          else logger.debug({ method, reason: err.reason }, 'request refused');
+          else if (err.reason === ErrorReason.TOKEN_INVALID || err.reason === ErrorReason.PERMISSION_DENIED) {
+            logger.warn({ method, reason: err.reason, peer: call.getPeer() }, 'call refused: credentials');
+          } else logger.debug({ method, reason: err.reason }, 'request refused');
         } else {
           logger.error({ method, err }, 'unexpected error in handler');
           domainError = new DomainError(ErrorReason.INTERNAL, 'internal error');

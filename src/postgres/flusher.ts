@@ -23,7 +23,21 @@ export interface FlusherOptions {
   consumer?: string;
   /** Events waiting in all streams together above which the flusher raises the alarm (0: never). */
   backlogAlarmEvents?: number;
+  observer?: FlushObserver;
 }
+
+/** Sees what the flusher does (metrics hang off this). */
+export interface FlushObserver {
+  /** A batch committed in Postgres (its events, with their times in Redis, for the lag). */
+  flushed(events: readonly LedgerEvent[], nowMs: number): void;
+  /** Nothing waited: the flusher is healthy and caught up. */
+  idle(nowMs: number): void;
+  failed(err: unknown): void;
+  conflicts(count: number): void;
+  backlog(events: number, alarm: boolean): void;
+}
+
+const IGNORE: FlushObserver = { flushed() {}, idle() {}, failed() {}, conflicts() {}, backlog() {} };
 
 export interface FlushResult {
   events: number;
@@ -49,6 +63,7 @@ export class LedgerFlusher {
   private lastBacklogCheckMs = 0;
   /** Events waiting in the streams at the last check, and whether that is past the alarm bound. */
   backlog = { events: 0, alarm: false };
+  private readonly observer: FlushObserver;
 
   constructor(
     private readonly streams: LedgerStreams,
@@ -58,6 +73,7 @@ export class LedgerFlusher {
     private readonly logger: Logger,
   ) {
     this.consumer = options.consumer ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+    this.observer = options.observer ?? IGNORE;
   }
 
   /** Reads up to batchEventsMax events round-robin over the partitions and flushes them in one transaction. */
@@ -74,7 +90,10 @@ export class LedgerFlusher {
     }
     this.cursor = (this.cursor + 1) % PARTITION_COUNT;
     const events = batches.flatMap((b) => b.events);
-    if (events.length === 0) return { events: 0, inserted: 0, duplicates: 0 };
+    if (events.length === 0) {
+      this.observer.idle(Date.now());
+      return { events: 0, inserted: 0, duplicates: 0 };
+    }
 
     const client = await this.db.connect();
     // A checked-out client whose server goes away emits 'error'; unheard, it would end the process.
@@ -93,7 +112,9 @@ export class LedgerFlusher {
       client.off('error', onConnectionError);
       client.release();
     }
+    this.observer.flushed(events, Date.now());
     if (result.conflicting.length > 0) {
+      this.observer.conflicts(result.conflicting.length);
       this.logger.error({ eventIds: result.conflicting.slice(0, 20), count: result.conflicting.length },
         'ledger events already in Postgres with another payload (Redis lost data, or a bug): stored ones kept, new ones in ledger_conflicts');
     }
@@ -132,6 +153,7 @@ export class LedgerFlusher {
       this.logger.info({ events, bound }, 'ledger backlog back under its bound');
     }
     this.backlog = { events, alarm };
+    this.observer.backlog(events, alarm);
     return this.backlog;
   }
 
@@ -162,6 +184,7 @@ export class LedgerFlusher {
         this.failures = 0;
         if (events >= this.options.batchEventsMax) delayMs = 0; // more is waiting
       } catch (err) {
+        this.observer.failed(err);
         this.failures += 1;
         delayMs = Math.min(this.options.intervalMs * 2 ** this.failures, BACKOFF_MS_MAX);
         this.logger.warn({ err, retryInMs: delayMs }, 'ledger flush failed; the events stay pending in Redis');

@@ -16,6 +16,7 @@ export class ExpirySweeper {
     private readonly intervalMs: number,
     private readonly logger: Logger,
     private readonly onExpired: (count: number, credits: bigint) => void = () => {},
+    private readonly onFailed: (err: unknown) => void = () => {},
   ) {}
 
   /** One pass over every partition; returns how many holds it expired. */
@@ -37,7 +38,10 @@ export class ExpirySweeper {
     const tick = () => {
       this.running = this.sweepOnce()
         .then(() => undefined)
-        .catch((err: unknown) => this.logger.warn({ err }, 'expiry sweep failed; retrying next interval'))
+        .catch((err: unknown) => {
+          this.onFailed(err);
+          this.logger.warn({ err }, 'expiry sweep failed; retrying next interval');
+        })
         .finally(() => {
           if (this.timer !== undefined) this.timer = setTimeout(tick, this.intervalMs);
         });

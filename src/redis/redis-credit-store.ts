@@ -53,6 +53,8 @@ export interface RedisCreditStoreOptions {
   product: ProductConfig;
   clock: Clock;
   observe?: ScriptObserver;
+  /** SHADOW_MODE: a refused reserve holds nothing and goes on, the refusal reported in the reply. */
+  shadowMode?: boolean;
 }
 
 /** Spaces whose stub sent us to their parent's partition; ids never move, so this never goes stale. */
@@ -82,12 +84,14 @@ export class RedisCreditStore implements CreditStore {
   private readonly product: ProductConfig;
   private readonly clock: Clock;
   private readonly observe: ScriptObserver;
+  private readonly shadowMode: boolean;
 
   constructor(private readonly redis: RedisConnection, options: RedisCreditStoreOptions) {
     this.keyPrefix = options.keyPrefix;
     this.product = options.product;
     this.clock = options.clock;
     this.observe = options.observe ?? (() => {});
+    this.shadowMode = options.shadowMode ?? false;
   }
 
   /**
@@ -160,9 +164,15 @@ export class RedisCreditStore implements CreditStore {
       c.accountId, c.requestId, c.feature.id, c.units?.toString() ?? '', c.credits?.toString() ?? '',
       String(c.feature.credits), String(c.feature.perUnits), String(c.feature.minCredits),
       String(c.ttlMs), c.userId, c.labelsJson, c.fingerprint, newReservationId(partition),
-      ms(REQUEST_ID_RETENTION_SECONDS), CREDITS_MAX.toString(),
+      ms(REQUEST_ID_RETENTION_SECONDS), CREDITS_MAX.toString(), this.shadowMode ? '1' : '',
     ], { what: c.feature.id });
-    return decodeReservation(reply);
+    const reservation = decodeReservation(reply);
+    const shadow = reply.shadow_refusal as { reason: string; details: Reply } | undefined;
+    if (shadow) {
+      const refusal = scriptRefusal({ e: shadow.reason, ...shadow.details }, { what: c.feature.id });
+      reservation.shadowRefusal = { reason: refusal.reason, message: refusal.message, metadata: { ...refusal.metadata } };
+    }
+    return reservation;
   }
 
   async commit(c: CommitCommand): Promise<CommitResult> {

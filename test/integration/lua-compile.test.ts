@@ -23,7 +23,7 @@ const SMOKE: Record<string, { args: string[]; reply: Record<string, unknown> }> 
   grantCredits: { args: ['nobody', 'PACK', '10', 'g-1', '', '', '1000', '2000000000000000'], reply: { e: 'ACCOUNT_NOT_FOUND', account_id: 'nobody' } },
   adjustCredits: { args: ['nobody', '5', 'a-1', '', '', '1000', '2000000000000000'], reply: { e: 'ACCOUNT_NOT_FOUND', account_id: 'nobody' } },
   reserveCredits: {
-    args: ['nobody', 'req-1', 'content_rewrite', '', '', '1', '0', '0', '300000', '', '', 'fp', 'r1.x', '86400000', '1000000000000000'],
+    args: ['nobody', 'req-1', 'content_rewrite', '', '', '1', '0', '0', '300000', '', '', 'fp', 'r1.x', '86400000', '1000000000000000', ''],
     reply: { e: 'ACCOUNT_NOT_FOUND', account_id: 'nobody' },
   },
   commitReservation: { args: ['r1.none', '', '', '1000000000000000', '1000'], reply: { e: 'RESERVATION_NOT_FOUND', reservation_id: 'r1.none' } },

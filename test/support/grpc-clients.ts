@@ -1,4 +1,4 @@
-import { credentials, Metadata, type CallOptions, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
+import { credentials, Metadata, type CallOptions, type ChannelCredentials, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import { AdminServiceClient } from '../../src/gen/meterd/v1/admin_service.js';
 import { MeteringServiceClient } from '../../src/gen/meterd/v1/metering_service.js';
 import { errorInfoOf } from '../../src/grpc/status-details.js';
@@ -13,14 +13,26 @@ type Promisified<C> = {
       : never;
 };
 
-function promisify<C extends object>(client: C, methods: string[]): Promisified<C> {
+function promisify<C extends object>(client: C, methods: string[], token?: string): Promisified<C> {
   const out: Record<string, unknown> = {};
   for (const method of methods) {
     const fn = (client as Record<string, unknown>)[method] as (req: unknown, md: Metadata, cb: Callback<unknown>) => void;
-    out[method] = (request: unknown) =>
-      new Promise((resolve, reject) => fn.call(client, request, new Metadata(), (err, res) => (err ? reject(err) : resolve(res))));
+    out[method] = (request: unknown) => {
+      const metadata = new Metadata();
+      if (token !== undefined) metadata.set('authorization', `Bearer ${token}`);
+      return new Promise((resolve, reject) => fn.call(client, request, metadata, (err, res) => (err ? reject(err) : resolve(res))));
+    };
   }
   return out as Promisified<C>;
+}
+
+export interface ClientOptions {
+  /** Sent as `authorization: Bearer <token>` on every call. */
+  token?: string;
+  /** Channel credentials (TLS); insecure by default. */
+  channel?: ChannelCredentials;
+  /** Overrides the TLS server name checked against the certificate. */
+  serverName?: string;
 }
 
 export interface TestClients {
@@ -29,13 +41,15 @@ export interface TestClients {
   close(): void;
 }
 
-export function connectClients(port: number): TestClients {
+export function connectClients(port: number, options: ClientOptions = {}): TestClients {
   const address = `127.0.0.1:${port}`;
-  const metering = new MeteringServiceClient(address, credentials.createInsecure());
-  const admin = new AdminServiceClient(address, credentials.createInsecure());
+  const channel = options.channel ?? credentials.createInsecure();
+  const channelOptions = options.serverName ? { 'grpc.ssl_target_name_override': options.serverName } : {};
+  const metering = new MeteringServiceClient(address, channel, channelOptions);
+  const admin = new AdminServiceClient(address, channel, channelOptions);
   return {
-    metering: promisify(metering, ['reserveCredits', 'commitReservation', 'releaseReservation', 'extendReservation', 'getBalance']),
-    admin: promisify(admin, ['upsertAccount', 'getAccount', 'changePlan', 'grantCredits', 'adjustCredits', 'refundCharge', 'getUsage', 'listLedgerEntries']),
+    metering: promisify(metering, ['reserveCredits', 'commitReservation', 'releaseReservation', 'extendReservation', 'getBalance'], options.token),
+    admin: promisify(admin, ['upsertAccount', 'getAccount', 'changePlan', 'grantCredits', 'adjustCredits', 'refundCharge', 'getUsage', 'listLedgerEntries'], options.token),
     close() {
       metering.close();
       admin.close();

@@ -129,7 +129,7 @@ function spawnMeterd(port: number, env: Record<string, string>): MeterdProcess {
   const child = spawn(TSX, ['src/main.ts'], {
     cwd: REPO_ROOT,
     // A clean environment: nothing from the test runner (e.g. REDIS_CLUSTER_NODES) leaks in.
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? tmpdir(), TMPDIR: tmpdir(), ...env, GRPC_HOST: '127.0.0.1', GRPC_PORT: String(port) },
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? tmpdir(), TMPDIR: tmpdir(), ...env, GRPC_HOST: '127.0.0.1', GRPC_PORT: String(port), HTTP_HOST: '127.0.0.1', HTTP_PORT: env.HTTP_PORT ?? '0' },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true, // its own process group, so the node process tsx starts can be killed with it
   });

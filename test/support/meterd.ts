@@ -79,6 +79,8 @@ export async function startTestMeterd(options: {
     REDIS_KEY_PREFIX: keyPrefix,
     GRPC_HOST: '127.0.0.1',
     GRPC_PORT: '0',
+    HTTP_HOST: '127.0.0.1',
+    HTTP_PORT: '0',
     SHUTDOWN_GRACE_MS: '1000',
     ...options.env,
   });

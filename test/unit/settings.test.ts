@@ -35,6 +35,14 @@ describe('loadSettings', () => {
       reconcileIntervalMs: 300_000,
       reconcileRepair: true,
       logLevel: 'info',
+      httpHost: '0.0.0.0',
+      httpPort: 9464,
+      dataPlaneTokens: [],
+      adminTokens: [],
+      grpcTls: null,
+      grpcMaxConcurrentStreams: 1000,
+      shadowMode: false,
+      metricsAccountIds: [],
     });
     expect(EXAMPLE_PRODUCT_CONFIG_PATH).toMatch(/src\/config\/product\.example\.yaml$/);
   });
@@ -62,6 +70,16 @@ describe('loadSettings', () => {
       FLUSH_BATCH_EVENTS_MAX: '5000',
       FLUSH_RECLAIM_IDLE_MS: '60000',
       LOG_LEVEL: 'silent',
+      HTTP_HOST: '127.0.0.1',
+      HTTP_PORT: '0',
+      AUTH_DATA_PLANE_TOKENS: 'gateway-token-0123456789, gateway-token-rotated-1',
+      AUTH_ADMIN_TOKENS: 'admin-token-0123456789abc',
+      GRPC_TLS_CERT_FILE: '/tls/tls.crt',
+      GRPC_TLS_KEY_FILE: '/tls/tls.key',
+      GRPC_TLS_CLIENT_CA_FILE: '/tls/ca.crt',
+      GRPC_MAX_CONCURRENT_STREAMS: '64',
+      SHADOW_MODE: 'true',
+      METRICS_ACCOUNT_IDS: 'acct-1,acct-2,acct-1',
       PATH: '/usr/bin',
     });
     expect(settings).toEqual({
@@ -85,6 +103,14 @@ describe('loadSettings', () => {
       reconcileIntervalMs: 300_000,
       reconcileRepair: true,
       logLevel: 'silent',
+      httpHost: '127.0.0.1',
+      httpPort: 0,
+      dataPlaneTokens: ['gateway-token-0123456789', 'gateway-token-rotated-1'],
+      adminTokens: ['admin-token-0123456789abc'],
+      grpcTls: { certFile: '/tls/tls.crt', keyFile: '/tls/tls.key', clientCaFile: '/tls/ca.crt' },
+      grpcMaxConcurrentStreams: 64,
+      shadowMode: true,
+      metricsAccountIds: ['acct-1', 'acct-2'],
     });
   });
 
@@ -124,11 +150,24 @@ describe('loadSettings', () => {
     ['REDIS_CLUSTER_NODES', 'redis-1'],
     ['REDIS_CLUSTER_NODES', 'a:7000,,b:7001'],
     ['REDIS_CLUSTER_NODES', 'a:port'],
+    ['HTTP_PORT', '65536'],
+    ['AUTH_DATA_PLANE_TOKENS', 'short'],
+    ['AUTH_ADMIN_TOKENS', 'has a space in it 0123456789'],
+    ['AUTH_ADMIN_TOKENS', Array.from({ length: 17 }, (_, i) => `admin-token-${i}-0123456789`).join(',')],
+    ['GRPC_TLS_CERT_FILE', '/tls/only-a-cert.crt'],
+    ['GRPC_MAX_CONCURRENT_STREAMS', '0'],
+    ['SHADOW_MODE', 'on'],
+    ['METRICS_ACCOUNT_IDS', 'ok,not ok'],
+    ['METRICS_ACCOUNT_IDS', Array.from({ length: 101 }, (_, i) => `a${i}`).join(',')],
   ];
 
   it.each(bad)('refuses %s=%j, naming the variable', (variable, value) => {
     const message = refusal({ [variable]: value });
-    expect(message).toMatch(new RegExp(`(^|: )${variable}: `));
+    expect(message).toMatch(new RegExp(`(^|: )${variable}( and [A-Z_]+)?: `));
+  });
+
+  it('never echoes a token it refuses', () => {
+    expect(refusal({ AUTH_ADMIN_TOKENS: 'good-token-0123456789,secret x' })).not.toContain('secret');
   });
 
   it('names every bad variable at once', () => {

@@ -8,6 +8,7 @@
     ARGV[13] ttl ms                ARGV[14] user id ('' none)          ARGV[15] labels (JSON text)
     ARGV[16] request fingerprint   ARGV[17] reservation id to use when new
     ARGV[18] request id retention ms  ARGV[19] credits max
+    ARGV[20] shadow mode ('1': a refusal holds nothing and lets the call go on, reported in shadow_refusal)
   Output: JSON reservation; a repeat of request id returns the original one (replayed = true);
     errors: ACCOUNT_NOT_FOUND, MOVED, IDEMPOTENCY_KEY_REUSED, INSUFFICIENT_CREDITS, COST_TOO_LARGE.
 ]]
@@ -33,6 +34,7 @@ local priceCredits, pricePerUnits, priceMin = tonumber(ARGV[a + 5]), tonumber(AR
 local ttlMs, userId, labels = tonumber(ARGV[a + 8]), ARGV[a + 9], ARGV[a + 10]
 local fingerprint, newReservationId = ARGV[a + 11], ARGV[a + 12]
 local requestRetentionMs, creditsMax = ARGV[a + 13], tonumber(ARGV[a + 14])
+local shadowMode = ARGV[a + 15] == '1'
 
 local account, pool, space = openAccount(ctx, accountId)
 if not account then return fail(ctx, pool, space) end
@@ -59,7 +61,14 @@ end
 
 local deltas = newDeltas()
 local portions, reason, details = holdCredits(ctx, pool, space, cost, deltas)
-if not portions then return fail(ctx, reason, details) end
+local shadowReason, shadowDetails = '', ''
+if not portions then
+  if not shadowMode then return fail(ctx, reason, details) end
+  -- Shadow mode: the refusal is recorded on the hold and reported, but the call goes on with
+  -- nothing held; its Commit charges what the pool has and records the rest as shortfall.
+  shadowReason, shadowDetails = reason, cjson.encode(details)
+  portions, cost = {}, 0
+end
 
 local expiresAt = ctx.now + ttlMs
 local reservation = newRecord(ctx, reservationKey(ctx.P, newReservationId))
@@ -70,6 +79,7 @@ reservation.f = {
   created = intString(ctx.now), req = requestId, fp = fingerprint, sps = space and space.f.sps or '',
   pc = ARGV[a + 5], pu = ARGV[a + 6], pm = ARGV[a + 7], labels = labels,
 }
+if shadowReason ~= '' then reservation.f.shr, reservation.f.shd = shadowReason, shadowDetails end
 for field in pairs(reservation.f) do reservation.dirty[field] = true end
 redis.call('SET', requestKeyName, newReservationId, 'PX', requestRetentionMs)
 redis.call('ZADD', poolHoldsKey(ctx.P, pool.id), intString(expiresAt), newReservationId)

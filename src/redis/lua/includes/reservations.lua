@@ -2,7 +2,12 @@
   The reply shape of a reservation. States: H held, C committed, R released, E expired.
 ]]
 local function reservationView(reservation, balance, replayed)
+  local shadowRefusal = nil
+  if (reservation.f.shr or '') ~= '' then
+    shadowRefusal = { reason = reservation.f.shr, details = cjson.decode(reservation.f.shd) }
+  end
   return {
+    shadow_refusal = shadowRefusal,
     reservation_id = reservation.id,
     account_id = reservation.f.acct,
     feature = reservation.f.feature,
