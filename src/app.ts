@@ -124,6 +124,10 @@ export async function startMeterd(options: {
     started: metrics.callStarted,
     observe: observeCall ? (...call) => { metrics.callFinished(...call); observeCall(...call); } : metrics.callFinished,
     ...(database ? { ledger: new PostgresLedgerReader(database) } : {}),
+  }).catch(async (err: unknown) => {
+    await database?.end();
+    redis.disconnect();
+    throw err;
   });
   metrics.watchBalances(settings.metricsAccountIds, store);
   const db = database;
