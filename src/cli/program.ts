@@ -1,0 +1,47 @@
+import { readFileSync } from 'node:fs';
+import { Command } from 'commander';
+import { addCheckConfigCommand } from './check-config.js';
+import { addClientCommands } from './client-commands.js';
+import { addServerCommands } from './server-commands.js';
+
+/** package.json is 1 (src/cli → ../../) or 2 (dist/src/cli → ../../../) levels above the repo's src. */
+const PACKAGE_JSON_CANDIDATES = ['../../package.json', '../../../package.json'];
+
+function meterdVersion(): string {
+  for (const candidate of PACKAGE_JSON_CANDIDATES) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(candidate, import.meta.url), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'meterd' && pkg.version) return pkg.version;
+    } catch {
+      // not there: try the next level
+    }
+  }
+  return 'unknown';
+}
+
+/** The `meterd` command line: the server and its maintenance commands, and a client for a running server. */
+export function buildProgram(): Command {
+  const program = new Command('meterd')
+    .description('gRPC metering sidecar for AI gateways: reserve, commit and release AI credits atomically in Redis')
+    .version(meterdVersion())
+    .showHelpAfterError('(add --help for usage)');
+  addServerCommands(program);
+  addCheckConfigCommand(program);
+  addClientCommands(program);
+  program.addHelpText('after', `
+Server commands read their settings from environment variables (README: Configuration).
+Client commands talk to a running meterd over gRPC: --address (METERD_ADDRESS, default 127.0.0.1:50051),
+--token (METERD_TOKEN), --tls-ca/--tls-cert/--tls-key (METERD_TLS_CA_FILE, METERD_TLS_CERT_FILE,
+METERD_TLS_KEY_FILE); --json prints machine-readable output. Errors: "error: <message> (<REASON>)", exit 1.
+
+Examples:
+  $ meterd                                   # serve (same as \`meterd serve\`)
+  $ meterd check-config
+  $ meterd account create acme --plan starter
+  $ meterd grant acme 500 --kind pack --id welcome-pack
+  $ meterd reserve acme image_2k             # prints reservation_id and request_id
+  $ meterd commit <reservationId>
+  $ meterd balance acme --json
+`);
+  return program;
+}
