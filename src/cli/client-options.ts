@@ -43,6 +43,9 @@ export function connectOptionsOf(options: ClientOptions): ConnectOptions {
  */
 export async function withConnection(options: ClientOptions, run: (connection: MeterdConnection) => Promise<void>): Promise<void> {
   let connection: MeterdConnection | undefined;
+  // grpc-js names an IP address as the TLS server name, and Node prints DEP0123 for it on every
+  // run (a sidecar is reached at 127.0.0.1): noise for a person at a terminal, not a problem.
+  process.noDeprecation = true;
   try {
     connection = connectMeterd(connectOptionsOf(options));
     await run(connection);

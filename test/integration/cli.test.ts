@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeTestCertificates, type TestCertificates } from '../support/certificates.js';
 import { LOCAL_REDIS, startTestMeterd, type TestMeterd } from '../support/meterd.js';
 
 /**
@@ -197,5 +198,39 @@ describe('meterd command line', { timeout: TEST_TIMEOUT_MS }, () => {
     });
     expect(run.code).toBe(1);
     expect(run.stdout).toContain('cannot repair');
+  });
+});
+
+describe('meterd command line against an authenticated, TLS-only server', { timeout: TEST_TIMEOUT_MS }, () => {
+  const adminToken = 'cli-admin-token-0123456789';
+  let server: TestMeterd;
+  let certs: TestCertificates;
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    certs = makeTestCertificates();
+    server = await startTestMeterd({ env: {
+      AUTH_ADMIN_TOKENS: adminToken, AUTH_DATA_PLANE_TOKENS: 'cli-gateway-token-0123456789',
+      GRPC_TLS_CERT_FILE: certs.serverCertFile, GRPC_TLS_KEY_FILE: certs.serverKeyFile,
+    } });
+    env = { METERD_ADDRESS: `127.0.0.1:${server.meterd.grpcPort}`, METERD_TLS_CA_FILE: certs.caFile };
+  });
+  afterAll(async () => {
+    await server?.stop();
+    certs?.remove();
+  });
+
+  it('sends its token over TLS; without one, or with a data-plane token on an admin command, it is refused', async () => {
+    const created = await runCli(['account', 'create', 'cli-auth', '--plan', 'free', '--token', adminToken], env);
+    expect(created.stderr).toBe('');
+    expect(created.code).toBe(0);
+    const missing = await runCli(['balance', 'cli-auth'], env);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('(TOKEN_MISSING)');
+    const gateway = await runCli(['grant', 'cli-auth', '5', '--kind', 'pack', '--id', 'g'], { ...env, METERD_TOKEN: 'cli-gateway-token-0123456789' });
+    expect(gateway.code).toBe(1);
+    expect(gateway.stderr).toContain('(PERMISSION_DENIED)');
+    const balance = JSON.parse((await runCli(['balance', 'cli-auth', '--json'], { ...env, METERD_TOKEN: adminToken })).stdout) as { available: string };
+    expect(balance.available).toBe('250');
   });
 });
