@@ -36,7 +36,7 @@ if (!flusher || !database) throw new Error('the ledger is off');
 
 const accounts = Array.from({ length: 100 }, (_, i) => `fb-${i}`);
 for (const accountId of accounts) {
-  await store.upsertAccount(parseUpsertAccount(product, { accountId, plan: 'pro', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n }));
+  await store.upsertAccount(parseUpsertAccount(product, { accountId, plan: 'pro', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n , lowBalancePercent: 0}));
   await store.grant({ accountId, kind: 'PACK', credits: 10n ** 12n, grantId: 'bench', reason: '' });
 }
 await flusher.drain();

@@ -58,7 +58,7 @@ const { metering, admin, close } = connectClients(port);
 
 const accounts = Array.from({ length: accountCount }, (_, i) => `bench-${keyPrefix}-${i}`);
 for (const accountId of accounts) {
-  await admin.upsertAccount({ account: { accountId, plan: 'pro', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' } });
+  await admin.upsertAccount({ account: { accountId, plan: 'pro', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' } });
   await admin.grantCredits({ accountId, credits: 1_000_000_000n, kind: 1, grantId: `bench-pack-${accountId}`, reason: 'bench' });
 }
 

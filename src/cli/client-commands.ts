@@ -84,7 +84,7 @@ function accountCommands(program: Command): void {
           trialCredits: options.trialCredits ?? 0n,
           trialEndsAt: options.trialEnds,
           spaceLimitCredits: options.spaceLimit,
-          lowBalanceThreshold: options.lowBalance ?? 0n,
+          lowBalanceThreshold: options.lowBalance ?? 0n, lowBalancePercent: 0,
           billingAnchor: options.billingAnchor,
         },
       });

@@ -70,3 +70,6 @@ if (SETTLED_RESERVATION_RETENTION_SECONDS < REQUEST_ID_RETENTION_SECONDS) {
 }
 if (POOL_CREDITS_MAX * 3n >= 2n ** 53n) throw new Error('pool sums must stay below 2^53');
 if (BigInt(PRICE_CREDITS_MAX) * BigInt(PRICE_PER_UNITS_MAX) >= 2n ** 53n) throw new Error('price products must stay below 2^53');
+
+/** Low-balance alerts as a share of the plan's allowance: whole percent. */
+export const LOW_BALANCE_PERCENT_MAX = 100;

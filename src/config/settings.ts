@@ -49,6 +49,21 @@ const settingsSchema = z.object({
   GRPC_MAX_CONCURRENT_STREAMS: integer(1, 100_000, 1_000),
   SHADOW_MODE: z.enum(['true', 'false']).default('false'),
   METRICS_ACCOUNT_IDS: z.string().default(''),
+  STRIPE_SECRET_KEY: z.string().default(''),
+  STRIPE_WEBHOOK_SECRET: z.string().default(''),
+  STRIPE_API_URL: z.string().regex(/^https?:\/\/[^/\s]+\/?$/, 'must be http(s)://host[:port]').default('https://api.stripe.com'),
+  STRIPE_TIMEOUT_MS: integer(100, 120_000, 10_000),
+  STRIPE_MAX_NETWORK_RETRIES: integer(0, 10, 2),
+  STRIPE_METER_EVENT_NAME: z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'use 1-100 of letters, digits and _ . : -').default('meterd_overage_credits'),
+  OUTBOX_POLL_INTERVAL_MS: integer(10, 60_000, 1_000),
+  REFILL_ATTEMPTS_MAX: integer(1, 20, 4),
+  REFILL_RETRY_BASE_MS: integer(10, 86_400_000, 60_000),
+  OVERAGE_REPORT_INTERVAL_MS: integer(0, 86_400_000, 60_000),
+  ALERT_WEBHOOK_URLS: z.string().default(''),
+  ALERT_WEBHOOK_SECRET: z.string().default(''),
+  ALERT_DELIVERY_ATTEMPTS_MAX: integer(1, 100, 12),
+  ALERT_RETRY_BASE_MS: integer(10, 3_600_000, 1_000),
+  ALERT_DELIVERY_TIMEOUT_MS: integer(100, 60_000, 5_000),
 });
 
 export interface Settings {
@@ -85,6 +100,17 @@ export interface Settings {
   shadowMode: boolean;
   /** Accounts whose balances are exported as gauges (opt-in; bounded). */
   metricsAccountIds: string[];
+  /** Stripe (payments off when secretKey is ''). */
+  stripe: {
+    secretKey: string; webhookSecret: string; apiUrl: string; timeoutMs: number; maxNetworkRetries: number; meterEventName: string;
+  };
+  /** How often the outboxes (grants, refills, alert deliveries) are polled, besides being nudged. */
+  outboxPollIntervalMs: number;
+  refillAttemptsMax: number;
+  refillRetryBaseMs: number;
+  /** 0 turns overage reporting to Stripe off. */
+  overageReportIntervalMs: number;
+  alerts: { webhookUrls: string[]; webhookSecret: string; deliveryAttemptsMax: number; retryBaseMs: number; deliveryTimeoutMs: number };
 }
 
 /** Bounds of an authentication token: long enough to be unguessable, printable, no separators. */
@@ -111,6 +137,18 @@ function parseTls(s: { GRPC_TLS_CERT_FILE: string; GRPC_TLS_KEY_FILE: string; GR
   if (certFile === '' && keyFile === '' && clientCaFile === '') return null;
   if (certFile === '' || keyFile === '') throw new ConfigError('GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE: set both for TLS (GRPC_TLS_CLIENT_CA_FILE needs them too)');
   return { certFile, keyFile, clientCaFile };
+}
+
+/** At most this many alert webhook URLs. */
+export const ALERT_WEBHOOK_URLS_MAX = 10;
+
+function parseWebhookUrls(text: string): string[] {
+  const urls = text.split(',').map((t) => t.trim()).filter((t) => t !== '');
+  if (urls.length > ALERT_WEBHOOK_URLS_MAX) throw new ConfigError(`ALERT_WEBHOOK_URLS: at most ${ALERT_WEBHOOK_URLS_MAX} URLs`);
+  for (const url of urls) {
+    if (!/^https?:\/\/\S+$/.test(url)) throw new ConfigError(`ALERT_WEBHOOK_URLS: "${url}" is not an http(s) URL`);
+  }
+  return urls;
 }
 
 function parseAccountIds(text: string): string[] {
@@ -141,6 +179,12 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Readonly<Set
     throw new ConfigError(`environment: ${lines}`);
   }
   const s = result.data;
+  if (s.STRIPE_SECRET_KEY !== '' && s.STRIPE_WEBHOOK_SECRET === '') {
+    throw new ConfigError('STRIPE_WEBHOOK_SECRET: required when STRIPE_SECRET_KEY is set (credits are granted only from signed webhooks)');
+  }
+  if (s.ALERT_WEBHOOK_URLS.trim() !== '' && s.ALERT_WEBHOOK_SECRET.length < AUTH_TOKEN_CHARS_MIN) {
+    throw new ConfigError(`ALERT_WEBHOOK_SECRET: at least ${AUTH_TOKEN_CHARS_MIN} characters required when ALERT_WEBHOOK_URLS is set (receivers verify the signature)`);
+  }
   return Object.freeze({
     redisUrl: s.REDIS_URL,
     redisClusterNodes: parseNodes(s.REDIS_CLUSTER_NODES),
@@ -170,5 +214,17 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Readonly<Set
     grpcMaxConcurrentStreams: s.GRPC_MAX_CONCURRENT_STREAMS,
     shadowMode: s.SHADOW_MODE === 'true',
     metricsAccountIds: parseAccountIds(s.METRICS_ACCOUNT_IDS),
+    stripe: {
+      secretKey: s.STRIPE_SECRET_KEY, webhookSecret: s.STRIPE_WEBHOOK_SECRET, apiUrl: s.STRIPE_API_URL.replace(/\/$/, ''),
+      timeoutMs: s.STRIPE_TIMEOUT_MS, maxNetworkRetries: s.STRIPE_MAX_NETWORK_RETRIES, meterEventName: s.STRIPE_METER_EVENT_NAME,
+    },
+    outboxPollIntervalMs: s.OUTBOX_POLL_INTERVAL_MS,
+    refillAttemptsMax: s.REFILL_ATTEMPTS_MAX,
+    refillRetryBaseMs: s.REFILL_RETRY_BASE_MS,
+    overageReportIntervalMs: s.OVERAGE_REPORT_INTERVAL_MS,
+    alerts: {
+      webhookUrls: parseWebhookUrls(s.ALERT_WEBHOOK_URLS), webhookSecret: s.ALERT_WEBHOOK_SECRET,
+      deliveryAttemptsMax: s.ALERT_DELIVERY_ATTEMPTS_MAX, retryBaseMs: s.ALERT_RETRY_BASE_MS, deliveryTimeoutMs: s.ALERT_DELIVERY_TIMEOUT_MS,
+    },
   });
 }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { FeaturePrice, Plan, ProductConfig } from '../config/product-config.js';
 import {
   CREDITS_MAX, ID_CHARACTERS_DESCRIPTION, ID_LENGTH_MAX, ID_PATTERN, LABEL_KEY_LENGTH_MAX, LABEL_VALUE_LENGTH_MAX,
-  LABELS_COUNT_MAX, LEDGER_PAGE_SIZE_DEFAULT, LEDGER_PAGE_SIZE_MAX, REASON_LENGTH_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX, TTL_SECONDS_MIN, UNITS_MAX,
+  LABELS_COUNT_MAX, LEDGER_PAGE_SIZE_DEFAULT, LOW_BALANCE_PERCENT_MAX, LEDGER_PAGE_SIZE_MAX, REASON_LENGTH_MAX, TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX, TTL_SECONDS_MIN, UNITS_MAX,
 } from '../config/limits.js';
 import { DomainError, ErrorReason, invalidArgument } from './errors.js';
 
@@ -38,6 +38,8 @@ export interface UpsertAccountCommand {
   trialCredits: bigint;
   trialEndsAtMs: number;
   lowBalanceThreshold: bigint;
+  /** 0-100: low-balance alerts also below this share of the allowance (root accounts). */
+  lowBalancePercent: number;
 }
 export interface ChangePlanCommand { accountId: string; plan: Plan }
 export interface GrantCommand {
@@ -89,6 +91,13 @@ function checkOptionalId(field: string, value: string | undefined): string {
 function checkAmount(field: string, value: bigint, max: bigint, min = 0n): bigint {
   if (value < min) throw invalidArgument(field, `must be at least ${min}`, `${min}..${max}`);
   if (value > max) throw invalidArgument(field, `is ${value}; at most ${max} allowed`, `${max}`);
+  return value;
+}
+
+function checkPercent(field: string, value: number): number {
+  if (!Number.isInteger(value) || value < 0 || value > LOW_BALANCE_PERCENT_MAX) {
+    throw invalidArgument(field, `is ${value}; must be a whole percentage 0..${LOW_BALANCE_PERCENT_MAX}`, `${LOW_BALANCE_PERCENT_MAX}`);
+  }
   return value;
 }
 
@@ -209,6 +218,7 @@ export function parseExtend(request: {
 export function parseUpsertAccount(product: ProductConfig, account: {
   accountId: string; plan: string; billingAnchor?: Date | undefined; parentId: string;
   spaceLimitCredits?: bigint | undefined; trialCredits: bigint; trialEndsAt?: Date | undefined; lowBalanceThreshold: bigint;
+  lowBalancePercent?: number | undefined;
 } | undefined): UpsertAccountCommand {
   if (!account) throw invalidArgument('account', 'is required');
   const accountId = checkId('account.account_id', account.accountId);
@@ -220,10 +230,11 @@ export function parseUpsertAccount(product: ProductConfig, account: {
     trialCredits: checkAmount('account.trial_credits', account.trialCredits, CREDITS_MAX),
     trialEndsAtMs: checkTime('account.trial_ends_at', account.trialEndsAt) ?? 0,
     lowBalanceThreshold: checkAmount('account.low_balance_threshold', account.lowBalanceThreshold, CREDITS_MAX),
+    lowBalancePercent: checkPercent('account.low_balance_percent', account.lowBalancePercent ?? 0),
   };
-  if (parentId !== '' && (account.plan !== '' || command.trialCredits > 0n)) {
-    throw new DomainError(ErrorReason.SPACE_SETTING, 'a space draws on its parent: it has no plan or trial of its own', {
-      field: account.plan !== '' ? 'account.plan' : 'account.trial_credits', account_id: accountId,
+  if (parentId !== '' && (account.plan !== '' || command.trialCredits > 0n || command.lowBalancePercent > 0)) {
+    throw new DomainError(ErrorReason.SPACE_SETTING, 'a space draws on its parent: it has no plan, trial or percent alert of its own', {
+      field: account.plan !== '' ? 'account.plan' : command.trialCredits > 0n ? 'account.trial_credits' : 'account.low_balance_percent', account_id: accountId,
     });
   }
   if (account.plan !== '') command.plan = findPlan(product, account.plan, 'account.plan');

@@ -72,6 +72,7 @@ export interface AccountResult {
   trialCredits: bigint;
   trialEndsAtMs: number;
   lowBalanceThreshold: bigint;
+  lowBalancePercent: number;
   pendingPlan: string;
   createdAtMs: number;
 }

@@ -11,7 +11,11 @@ import type { AdminServiceServer } from '../gen/meterd/v1/admin_service.js';
 import type { MeteringServiceServer } from '../gen/meterd/v1/metering_service.js';
 import type { Logger } from '../observability/logger.js';
 import { grantKindName, toAccount, toBalance, toLedgerEntry, toReservation, toUsage } from './mappers.js';
+import type { AlertFeed } from '../alerts/alert-feed.js';
+import type { Payments } from '../payments/payments.js';
+import { watchAlertsHandler } from './alert-handlers.js';
 import type { Authorizer } from './auth.js';
+import { billingHandlers } from './billing-handlers.js';
 import { wrapUnary, type CallObserver } from './wrap-unary.js';
 
 export interface HandlerDependencies {
@@ -24,6 +28,10 @@ export interface HandlerDependencies {
   observe: CallObserver;
   started?: (service: string, method: string) => void;
   authorize?: Authorizer | null;
+  /** Stripe top-ups and auto-refill; absent when Stripe is not configured. */
+  payments?: Payments;
+  /** Balance alerts for WatchAlerts; absent without the ledger. */
+  alerts?: AlertFeed;
 }
 
 type Handlers<S> = { [K in keyof S]: (request: never) => Promise<unknown> };
@@ -63,7 +71,8 @@ export function meteringHandlers(deps: HandlerDependencies): MeteringServiceServ
 export function adminHandlers(deps: HandlerDependencies): AdminServiceServer {
   const { store, product, clock } = deps;
   type S = AdminServiceServer;
-  return wrapAll<S>('meterd.v1.AdminService', {
+  type Unary = Omit<S, 'watchAlerts'> & UntypedServiceImplementation;
+  const unary = wrapAll<Unary>('meterd.v1.AdminService', {
     upsertAccount: async (r: RequestOf<S, 'upsertAccount'>) => toAccount(await store.upsertAccount(parseUpsertAccount(product, r.account))),
     getAccount: async (r: RequestOf<S, 'getAccount'>) => toAccount(await store.getAccount(checkId('account_id', r.accountId))),
     changePlan: async (r: RequestOf<S, 'changePlan'>) => toAccount(await store.changePlan(parseChangePlan(product, r))),
@@ -88,7 +97,10 @@ export function adminHandlers(deps: HandlerDependencies): AdminServiceServer {
         nextPageToken: page.nextBeforeSeq === undefined ? '' : ledgerPageToken(page.nextBeforeSeq),
       };
     },
+    ...billingHandlers(deps),
   }, deps);
+  // The generated server type carries an index signature, so Omit cannot name "all but watchAlerts".
+  return { ...unary, watchAlerts: watchAlertsHandler(deps) } as unknown as S;
 
   /** The pool an account draws on, and the space to narrow to ('' for a root). */
   async function poolOf(accountId: string): Promise<{ pool: string; space: string }> {

@@ -26,6 +26,9 @@ export function toBalance(b: BalanceResult): Balance {
     spaceLimitRemaining: b.spaceLimitRemaining,
     trialEndsAt: time(b.trialEndsAtMs),
     pendingPlan: b.pendingPlan,
+    overageNotice: b.overageUsed > 0n
+      ? `You have used ${b.overageUsed} credits beyond your plan limit this period. These will be billed separately.`
+      : '',
   };
 }
 
@@ -62,6 +65,7 @@ export function toAccount(a: AccountResult): Account {
     trialCredits: a.trialCredits,
     trialEndsAt: time(a.trialEndsAtMs),
     lowBalanceThreshold: a.lowBalanceThreshold,
+    lowBalancePercent: a.lowBalancePercent,
     pendingPlan: a.pendingPlan,
     createdAt: time(a.createdAtMs),
   };

@@ -144,6 +144,8 @@ async function addUsage(client: pg.ClientBase, events: LedgerEvent[]): Promise<v
 interface SettingsJson {
   account_id: string; plan: string; billing_anchor: string; parent_id: string; space_limit_credits?: string;
   trial_credits: string; trial_ends_at: string; low_balance_threshold: string; pending_plan: string; created_at: string;
+  /** Absent in events written before migration 0003. */
+  low_balance_percent?: string;
 }
 
 /** Account settings: the newest account_settings event of each account wins. */
@@ -160,21 +162,23 @@ async function upsertSettings(client: pg.ClientBase, events: LedgerEvent[]): Pro
   const ms = (text: string) => (text === '0' ? null : Number(text));
   await client.query(`
     INSERT INTO accounts (account_id, parent_id, plan, pending_plan, billing_anchor, space_limit_credits, trial_credits,
-      trial_ends_at, low_balance_threshold, created_at, settings_pool, settings_seq)
+      trial_ends_at, low_balance_threshold, created_at, settings_pool, settings_seq, low_balance_percent)
     SELECT a, pa, pl, pp, to_timestamp(an::double precision / 1000), cap, tc,
       CASE WHEN te IS NULL THEN NULL ELSE to_timestamp(te::double precision / 1000) END, low,
-      to_timestamp(cr::double precision / 1000), sp, sq
+      to_timestamp(cr::double precision / 1000), sp, sq, lp
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
-      $9::bigint[], $10::bigint[], $11::text[], $12::bigint[]) AS x(a, pa, pl, pp, an, cap, tc, te, low, cr, sp, sq)
+      $9::bigint[], $10::bigint[], $11::text[], $12::bigint[], $13::integer[]) AS x(a, pa, pl, pp, an, cap, tc, te, low, cr, sp, sq, lp)
     ON CONFLICT (account_id) DO UPDATE SET parent_id = excluded.parent_id, plan = excluded.plan,
       pending_plan = excluded.pending_plan, billing_anchor = excluded.billing_anchor,
       space_limit_credits = excluded.space_limit_credits, trial_credits = excluded.trial_credits,
       trial_ends_at = excluded.trial_ends_at, low_balance_threshold = excluded.low_balance_threshold,
+      low_balance_percent = excluded.low_balance_percent,
       settings_pool = excluded.settings_pool, settings_seq = excluded.settings_seq
     WHERE accounts.settings_seq < excluded.settings_seq`,
     [rows.map((r) => r.s.account_id), rows.map((r) => r.s.parent_id), rows.map((r) => r.s.plan),
       rows.map((r) => r.s.pending_plan), rows.map((r) => Number(r.s.billing_anchor)),
       rows.map((r) => r.s.space_limit_credits ?? null), rows.map((r) => r.s.trial_credits),
       rows.map((r) => ms(r.s.trial_ends_at)), rows.map((r) => r.s.low_balance_threshold),
-      rows.map((r) => Number(r.s.created_at)), rows.map((r) => r.e.accountId), rows.map((r) => r.e.seq.toString())]);
+      rows.map((r) => Number(r.s.created_at)), rows.map((r) => r.e.accountId), rows.map((r) => r.e.seq.toString()),
+      rows.map((r) => Number(r.s.low_balance_percent ?? '0'))]);
 }

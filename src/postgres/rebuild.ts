@@ -35,13 +35,13 @@ interface EventRow {
 interface AccountRow {
   account_id: string; parent_id: string; plan: string; pending_plan: string; anchor_ms: string;
   space_limit_credits: string | null; trial_credits: string; trial_ends_at_ms: string | null;
-  low_balance_threshold: string; created_at_ms: string;
+  low_balance_threshold: string; low_balance_percent: number; created_at_ms: string;
 }
 
 const MS = (column: string) => `(extract(epoch FROM ${column}) * 1000)::bigint`;
 
 const ACCOUNT_COLUMNS = `account_id, parent_id, plan, pending_plan, ${MS('billing_anchor')} AS anchor_ms, space_limit_credits,
-  trial_credits, ${MS('trial_ends_at')} AS trial_ends_at_ms, low_balance_threshold, ${MS('created_at')} AS created_at_ms`;
+  trial_credits, ${MS('trial_ends_at')} AS trial_ends_at_ms, low_balance_threshold, low_balance_percent, ${MS('created_at')} AS created_at_ms`;
 
 async function poolEvents(db: pg.Pool, accountId: string): Promise<EventRow[]> {
   return (await db.query<EventRow>(`
@@ -170,7 +170,7 @@ function rebuildPool(root: AccountRow, spaces: AccountRow[], events: EventRow[],
     allow_total: String(plan?.monthlyCredits ?? 0n), allow: String(sum('allowance')),
     ovg_limit: String(plan?.overageLimit ?? 0n), ovg: String(sum('overage')), ae: String(epoch),
     held: String(sum('held')), trial_total: root.trial_credits, trial: String(sum('trial')), trial_end: trialEnd,
-    pack: String(sum('pack')), promo: String(sum('promo')), low: root.low_balance_threshold,
+    pack: String(sum('pack')), promo: String(sum('promo')), low: root.low_balance_threshold, lowp: String(root.low_balance_percent),
     created: root.created_at_ms, seq: events[events.length - 1]?.seq ?? '0', parent: '',
     promo_next: promoNext === undefined ? '' : String(promoNext),
   };

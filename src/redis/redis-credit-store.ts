@@ -203,7 +203,7 @@ export class RedisCreditStore implements CreditStore {
     const args = () => [
       c.accountId, c.plan?.id ?? '', c.plan?.monthlyCredits.toString() ?? '0', c.plan?.overageLimit.toString() ?? '0',
       c.billingAnchorMs === undefined ? '' : String(c.billingAnchorMs), c.parentId, c.spaceLimitCredits?.toString() ?? '',
-      c.trialCredits.toString(), String(c.trialEndsAtMs), c.lowBalanceThreshold.toString(),
+      c.trialCredits.toString(), String(c.trialEndsAtMs), c.lowBalanceThreshold.toString(), String(c.lowBalancePercent),
     ];
     if (c.parentId === '') return decodeAccount(await this.runForAccount('upsertAccount', c.accountId, args));
     // A space lives in its parent's partition; its own id's partition keeps a stub pointing there.

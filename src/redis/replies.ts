@@ -122,6 +122,7 @@ export function decodeAccount(reply: Reply): AccountResult {
     trialCredits: amount(reply, 'trial_credits'),
     trialEndsAtMs: millis(reply, 'trial_ends_at'),
     lowBalanceThreshold: amount(reply, 'low_balance_threshold'),
+    lowBalancePercent: Number(amount(reply, 'low_balance_percent')),
     pendingPlan: text(reply, 'pending_plan'),
     createdAtMs: millis(reply, 'created_at'),
   };

@@ -125,7 +125,7 @@ function upsert(name: string, patch: Patch<Account>, expected: Expected): Row {
     prepare: (f) => {
       const account: Account = {
         accountId: f.root, plan: 'pro', billingAnchor: ANCHOR, parentId: '', trialCredits: 0n,
-        lowBalanceThreshold: 0n, pendingPlan: '', ...patch(f),
+        lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '', ...patch(f),
       };
       return { subjects: [account.accountId], send: (c) => c.admin.upsertAccount({ account }) };
     },
@@ -273,7 +273,7 @@ const ROWS: Row[] = [
     grant(`credits ${label}`, () => ({ credits: value }), invalid('credits')),
     refund(`credits ${label}`, () => ({ credits: value }), invalid('credits')),
     upsert(`trial_credits ${label}`, () => ({ trialCredits: value, trialEndsAt: new Date(TEST_EPOCH_MS + DAY_MS) }), invalid('account.trial_credits')),
-    upsert(`low_balance_threshold ${label}`, () => ({ lowBalanceThreshold: value }), invalid('account.low_balance_threshold')),
+    upsert(`low_balance_threshold ${label}`, () => ({ lowBalanceThreshold: value , lowBalancePercent: 0}), invalid('account.low_balance_threshold')),
     upsert(`space_limit_credits ${label}`, (f) => ({
       accountId: f.space, plan: '', billingAnchor: undefined, parentId: f.root, spaceLimitCredits: value,
     }), invalid('account.space_limit_credits')),
@@ -485,14 +485,14 @@ describe('bad input through gRPC: refused with the field and the limit, nothing 
     const { admin, metering } = t.clients;
     for (const id of [otherRoot, rootBesideSpace]) {
       await admin.upsertAccount({
-        account: { accountId: id, plan: 'free', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' },
+        account: { accountId: id, plan: 'free', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' },
       });
     }
     await admin.upsertAccount({
-      account: { accountId: root, plan: 'pro', billingAnchor: ANCHOR, parentId: '', trialCredits: 0n, lowBalanceThreshold: 10n, pendingPlan: '' },
+      account: { accountId: root, plan: 'pro', billingAnchor: ANCHOR, parentId: '', trialCredits: 0n, lowBalanceThreshold: 10n, lowBalancePercent: 0, pendingPlan: '' },
     });
     await admin.upsertAccount({
-      account: { accountId: space, plan: '', parentId: root, spaceLimitCredits: 500n, trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' },
+      account: { accountId: space, plan: '', parentId: root, spaceLimitCredits: 500n, trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' },
     });
     await admin.grantCredits({ accountId: root, credits: 1000n, kind: GrantKind.GRANT_KIND_PACK, grantId: 'bi-pack', reason: 'setup' });
     const held = await metering.reserveCredits({
@@ -551,7 +551,7 @@ describe('bad input through gRPC: refused with the field and the limit, nothing 
   it('a refused new space leaves no trace: the id can still become a space of another parent', async () => {
     const spaceId = fixture.fresh('new-space', [fixture.root, fixture.otherRoot]);
     const account = (parentId: string, plan: string): Account => ({
-      accountId: spaceId, plan, parentId, trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '',
+      accountId: spaceId, plan, parentId, trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '',
     });
     expect((await rejection(t.clients.admin.upsertAccount({ account: account(fixture.root, 'pro') }))).reason).toBe('SPACE_SETTING');
     const created = await t.clients.admin.upsertAccount({ account: account(fixture.otherRoot, '') });

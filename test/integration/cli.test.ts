@@ -81,7 +81,7 @@ describe('meterd command line', { timeout: TEST_TIMEOUT_MS }, () => {
 
   it('creates an account, grants, reserves, commits, and reads balance, ledger and usage', async () => {
     const account = await okJson('account', 'create', 'cli-acme', '--plan', 'starter', '--low-balance', '100');
-    expect(account).toMatchObject({ accountId: 'cli-acme', plan: 'starter', lowBalanceThreshold: '100' });
+    expect(account).toMatchObject({ accountId: 'cli-acme', plan: 'starter', lowBalanceThreshold: '100' , lowBalancePercent: 0});
 
     const granted = await ok('grant', 'cli-acme', '500', '--kind', 'pack', '--id', 'cli-pack-1', '--reason', 'welcome');
     expect(granted).toMatch(/^pack_credits:\s+500$/m);

@@ -117,7 +117,7 @@ describe('concurrent reserves through two meterd processes sharing one Redis', (
   });
 
   const createRoot = async (accountId: string, plan: string) => {
-    await a.admin.upsertAccount({ account: { accountId, plan, parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' } });
+    await a.admin.upsertAccount({ account: { accountId, plan, parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' } });
     // Connect both channels before the race, so neither process starts late by a connection setup.
     await Promise.all([a.metering.getBalance({ accountId }), b.metering.getBalance({ accountId })]);
   };
@@ -204,7 +204,7 @@ describe('concurrent reserves through two meterd processes sharing one Redis', (
     const CAP = 40n;
     await createRoot(rootId, 'pool100');
     await a.admin.upsertAccount({
-      account: { accountId: spaceId, plan: '', parentId: rootId, spaceLimitCredits: CAP, trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' },
+      account: { accountId: spaceId, plan: '', parentId: rootId, spaceLimitCredits: CAP, trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' },
     });
 
     // 150 reserves on the space and 150 on the root, interleaved, each account through both processes.

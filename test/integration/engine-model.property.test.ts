@@ -728,7 +728,7 @@ class Run {
       const account = await store.upsertAccount(parseUpsertAccount(PRODUCT, {
         accountId, plan: spec.plan, billingAnchor: new Date(spec.anchor), parentId: '',
         trialCredits: BigInt(spec.trial?.credits ?? 0), trialEndsAt: spec.trial ? new Date(trialEnd) : undefined,
-        lowBalanceThreshold: 0n,
+        lowBalanceThreshold: 0n, lowBalancePercent: 0,
       }));
       if (account.plan !== spec.plan || account.billingAnchorMs !== spec.anchor || account.trialEndsAtMs !== trialEnd) {
         throw new Mismatch(`account ${accountId} was not created as asked: ${JSON.stringify(account, (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v))}`);

@@ -35,7 +35,7 @@ export function defineEngineSuite(name: string, target: () => Promise<{ redis: R
     async function createAccount(plan: string, extra: Record<string, unknown> = {}): Promise<string> {
       const accountId = unique(`acct-${plan}`);
       await admin().upsertAccount({
-        account: { accountId, plan, parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '', ...extra },
+        account: { accountId, plan, parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '', ...extra },
       });
       return accountId;
     }
@@ -167,7 +167,7 @@ export function defineEngineSuite(name: string, target: () => Promise<{ redis: R
         const agency = await createAccount('starter');
         const space = unique('client-space');
         const created = await admin().upsertAccount({
-          account: { accountId: space, plan: '', parentId: agency, spaceLimitCredits: 100n, trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' },
+          account: { accountId: space, plan: '', parentId: agency, spaceLimitCredits: 100n, trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' },
         });
         expect(created.parentId).toBe(agency);
         await use(space, 'image_1k', 3);
@@ -186,7 +186,7 @@ export function defineEngineSuite(name: string, target: () => Promise<{ redis: R
         const spaceUsage = await admin().getUsage({ accountId: space });
         expect(spaceUsage.credits).toBe(90n);
         const moved = await rejection(admin().upsertAccount({
-          account: { accountId: space, plan: '', parentId: await createAccount('free'), trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' },
+          account: { accountId: space, plan: '', parentId: await createAccount('free'), trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' },
         }));
         expect(moved.reason).toBe('PARENT_IMMUTABLE');
       });

@@ -77,7 +77,7 @@ describe('a retry after a lost reply never charges twice', () => {
   async function createAccount(): Promise<string> {
     const accountId = unique('acct');
     await retryOnUnavailable(() => admin().upsertAccount({
-      account: { accountId, plan: 'free', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' },
+      account: { accountId, plan: 'free', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' },
     }));
     return accountId;
   }

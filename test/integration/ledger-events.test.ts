@@ -29,7 +29,7 @@ describe('ledger events', () => {
       metering.reserveCredits({ accountId: account, feature: 'content_rewrite', requestId, credits, ttlSeconds, userId: 'u1', labels: { model: 'm' } });
     await admin.upsertAccount({ account: {
       accountId: account, plan: 'metered', parentId: '', billingAnchor: new Date(TEST_EPOCH_MS),
-      trialCredits: 20n, trialEndsAt: new Date(TEST_EPOCH_MS + 3 * DAY_MS), lowBalanceThreshold: 0n, pendingPlan: '',
+      trialCredits: 20n, trialEndsAt: new Date(TEST_EPOCH_MS + 3 * DAY_MS), lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '',
     } });
     await admin.grantCredits({ accountId: account, credits: 40n, kind: GrantKind.GRANT_KIND_PACK, grantId: 'pack-1', reason: '' });
     await admin.grantCredits({ accountId: account, credits: 15n, kind: GrantKind.GRANT_KIND_PROMO, grantId: 'promo-1', reason: '', expiresAt: new Date(TEST_EPOCH_MS + 10 * DAY_MS) });
@@ -45,7 +45,7 @@ describe('ledger events', () => {
     await admin.grantCredits({ accountId: account, credits: 5n, kind: GrantKind.GRANT_KIND_PROMO, grantId: 'promo-2', reason: '', expiresAt: new Date(TEST_EPOCH_MS + 10 * DAY_MS) });
     await admin.upsertAccount({ account: {
       accountId: account, plan: 'metered', parentId: '', billingAnchor: new Date(TEST_EPOCH_MS),
-      trialCredits: 30n, trialEndsAt: new Date(TEST_EPOCH_MS + 3 * DAY_MS), lowBalanceThreshold: 0n, pendingPlan: '',
+      trialCredits: 30n, trialEndsAt: new Date(TEST_EPOCH_MS + 3 * DAY_MS), lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '',
     } });
     await reserve('d', 5n, 10); // left to expire
     t.clock.advance(4 * DAY_MS); // trial ends, hold d expires

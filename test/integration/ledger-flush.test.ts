@@ -44,7 +44,7 @@ describe('ledger flush to Postgres', () => {
       if (round === 0) {
         await admin.upsertAccount({ account: {
           accountId, plan: i === 0 ? 'metered' : 'free', parentId: '', billingAnchor: new Date(TEST_EPOCH_MS),
-          trialCredits: 10n, trialEndsAt: new Date(TEST_EPOCH_MS + 2 * DAY_MS), lowBalanceThreshold: 5n, pendingPlan: '',
+          trialCredits: 10n, trialEndsAt: new Date(TEST_EPOCH_MS + 2 * DAY_MS), lowBalanceThreshold: 5n, lowBalancePercent: 0, pendingPlan: '',
         } });
       }
       await admin.grantCredits({ accountId, credits: 40n, kind: GrantKind.GRANT_KIND_PACK, grantId: `p${round}`, reason: '' });
@@ -60,7 +60,7 @@ describe('ledger flush to Postgres', () => {
       }
     }
     if (round === 0) {
-      await admin.upsertAccount({ account: { accountId: 'flush-space', plan: '', parentId: 'flush-a', spaceLimitCredits: 100n, trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' } });
+      await admin.upsertAccount({ account: { accountId: 'flush-space', plan: '', parentId: 'flush-a', spaceLimitCredits: 100n, trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' } });
     }
     const spaceHold = await metering.reserveCredits({ accountId: 'flush-space', feature: 'image_1k', requestId: `s${round}`, userId: 'agent', labels: { model: 'x' } });
     await metering.commitReservation({ reservationId: spaceHold.reservationId });

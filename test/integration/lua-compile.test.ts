@@ -30,7 +30,7 @@ const SMOKE: Record<string, { args: string[]; reply: Record<string, unknown> }> 
   releaseReservation: { args: ['r1.none', ''], reply: { e: 'RESERVATION_NOT_FOUND', reservation_id: 'r1.none' } },
   extendReservation: { args: ['r1.none', '1000', '0', ''], reply: { e: 'RESERVATION_NOT_FOUND', reservation_id: 'r1.none' } },
   refundCharge: { args: ['r1.none', '', 'f-1', ''], reply: { e: 'RESERVATION_NOT_FOUND', reservation_id: 'r1.none' } },
-  upsertAccount: { args: ['nobody', '', '0', '0', '', '', '', '0', '0', '0'], reply: { e: 'PLAN_REQUIRED', account_id: 'nobody' } },
+  upsertAccount: { args: ['nobody', '', '0', '0', '', '', '', '0', '0', '0', '0'], reply: { e: 'PLAN_REQUIRED', account_id: 'nobody' } },
   expireReservations: { args: ['10'], reply: { expired: 0, credits: '0', more: false } },
   placeAccountStub: { args: ['stub-smoke', '3'], reply: {} },
   trimLedger: { args: ['flush'], reply: { trimmed: 0, below: '0-0' } },

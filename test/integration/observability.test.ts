@@ -75,7 +75,7 @@ describe('metrics, health and reflection', () => {
     expect(sample(before, 'meterd_build_info', { version: '0.1.0' })).toBe(1);
     expect(sample(before, 'process_resident_memory_bytes')).toBeGreaterThan(0);
 
-    await admin.upsertAccount({ account: { accountId: 'obs-a', plan: 'jobs_free', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' } });
+    await admin.upsertAccount({ account: { accountId: 'obs-a', plan: 'jobs_free', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' } });
     await admin.grantCredits({ accountId: 'obs-a', credits: 20n, kind: GrantKind.GRANT_KIND_PACK, grantId: 'g1', reason: '' });
     const held = await metering.reserveCredits({ accountId: 'obs-a', feature: 'talent_search', requestId: 'q1', userId: '', labels: {} });
     await metering.reserveCredits({ accountId: 'obs-a', feature: 'talent_search', requestId: 'q1', userId: '', labels: {} }); // replay
@@ -182,7 +182,7 @@ describe('graceful shutdown', () => {
     try {
       for (let i = 0; i < 50 && statuses.length === 0; i++) await sleep(20);
       expect(statuses).toEqual(['SERVING']);
-      await t.clients.admin.upsertAccount({ account: { accountId: 'sd-a', plan: 'free', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' } });
+      await t.clients.admin.upsertAccount({ account: { accountId: 'sd-a', plan: 'free', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' } });
 
       const stopping = t.meterd.stop();
       const readyz = await fetch(`http://127.0.0.1:${t.meterd.httpPort}/readyz`);

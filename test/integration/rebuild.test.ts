@@ -47,13 +47,13 @@ describe('rebuild Redis from Postgres', () => {
     for (const [i, accountId] of roots.entries()) {
       await admin.upsertAccount({ account: {
         accountId, plan: plans[i] as string, parentId: '', billingAnchor: new Date(TEST_EPOCH_MS - 20 * DAY_MS),
-        trialCredits: 15n, trialEndsAt: new Date(TEST_EPOCH_MS + 10 * DAY_MS), lowBalanceThreshold: 3n, pendingPlan: '',
+        trialCredits: 15n, trialEndsAt: new Date(TEST_EPOCH_MS + 10 * DAY_MS), lowBalanceThreshold: 3n, lowBalancePercent: 0, pendingPlan: '',
       } });
       await admin.grantCredits({ accountId, credits: 30n, kind: GrantKind.GRANT_KIND_PACK, grantId: 'pack', reason: '' });
       await admin.grantCredits({ accountId, credits: 12n, kind: GrantKind.GRANT_KIND_PROMO, grantId: 'promo-dated', reason: '', expiresAt: new Date(TEST_EPOCH_MS + 40 * DAY_MS) });
       await admin.grantCredits({ accountId, credits: 7n, kind: GrantKind.GRANT_KIND_PROMO, grantId: 'promo-forever', reason: '' });
     }
-    await admin.upsertAccount({ account: { accountId: 'rb-space', plan: '', parentId: 'rb-a', spaceLimitCredits: 80n, trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' } });
+    await admin.upsertAccount({ account: { accountId: 'rb-space', plan: '', parentId: 'rb-a', spaceLimitCredits: 80n, trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' } });
     // Charges across a period boundary, an upgrade, overage, refunds; then holds left open.
     let n = 0;
     const reserve = (accountId: string, credits: bigint) =>
@@ -100,7 +100,7 @@ describe('rebuild Redis from Postgres', () => {
     const accountId = 'rp-a';
     const store = t.meterd.store;
     const repair = () => repairPool(db, TEST_PRODUCT, t.clock.nowMs(), accountId, store);
-    await admin.upsertAccount({ account: { accountId, plan: 'metered', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' } });
+    await admin.upsertAccount({ account: { accountId, plan: 'metered', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' } });
     await admin.grantCredits({ accountId, credits: 50n, kind: GrantKind.GRANT_KIND_PACK, grantId: 'p1', reason: '' });
     await t.meterd.flusher!.drain();
     const done = await metering.reserveCredits({ accountId, feature: 'content_rewrite', credits: 10n, requestId: 'rp1', userId: '', labels: {} });

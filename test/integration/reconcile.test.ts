@@ -20,7 +20,7 @@ describe('reconcile Redis against the ledger', () => {
     db.on('error', () => {}); // a connection ended by DROP DATABASE at teardown is not a test failure
     const { admin, metering } = t.clients;
     for (const accountId of ['rec-a', 'rec-b']) {
-      await admin.upsertAccount({ account: { accountId, plan: 'metered', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' } });
+      await admin.upsertAccount({ account: { accountId, plan: 'metered', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' } });
       await admin.grantCredits({ accountId, credits: 50n, kind: GrantKind.GRANT_KIND_PACK, grantId: 'p1', reason: '' });
       const hold = await metering.reserveCredits({ accountId, feature: 'content_rewrite', credits: 120n, requestId: 'r1', userId: '', labels: {} });
       await metering.commitReservation({ reservationId: hold.reservationId, credits: 130n });

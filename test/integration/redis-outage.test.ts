@@ -20,7 +20,7 @@ describe('Redis outage', () => {
 
   it('fails closed with UNAVAILABLE while Redis is down, then serves the same state after it restarts', async () => {
     const { metering, admin } = t.clients;
-    await admin.upsertAccount({ account: { accountId: 'acme', plan: 'free', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' } });
+    await admin.upsertAccount({ account: { accountId: 'acme', plan: 'free', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' } });
     const hold = await metering.reserveCredits({ accountId: 'acme', feature: 'image_1k', requestId: 'before', userId: '', labels: {} });
 
     await redis.kill9();

@@ -11,7 +11,7 @@ import { sample } from '../support/prometheus-text.js';
 
 const GATEWAY_TOKEN = 'gw-token-0123456789abcdef';
 const ADMIN_TOKEN = 'admin-token-0123456789abcdef';
-const account = (accountId: string, plan: string) => ({ account: { accountId, plan, parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' } });
+const account = (accountId: string, plan: string) => ({ account: { accountId, plan, parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' } });
 
 /** Every log line a meterd writes, as text. */
 function capturedLogger() {

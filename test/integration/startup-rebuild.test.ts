@@ -25,7 +25,7 @@ describe('startup on a Redis that lost its data', () => {
   it('serves the same balances after Redis was emptied between two runs', async () => {
     const first = await start();
     const clients = connectClients(first.grpcPort);
-    await clients.admin.upsertAccount({ account: { accountId: 'sr-acme', plan: 'starter', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' } });
+    await clients.admin.upsertAccount({ account: { accountId: 'sr-acme', plan: 'starter', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' } });
     await clients.admin.grantCredits({ accountId: 'sr-acme', credits: 500n, kind: GrantKind.GRANT_KIND_PACK, grantId: 'p1', reason: '' });
     const hold = await clients.metering.reserveCredits({ accountId: 'sr-acme', feature: 'image_2k', requestId: 'r1', userId: '', labels: {} });
     await clients.metering.commitReservation({ reservationId: hold.reservationId });

@@ -27,7 +27,7 @@ export const LOAD_PRODUCT = parseProductConfig({
 
 export async function createLoadAccounts(clients: TestClients, accounts: string[]): Promise<void> {
   for (const accountId of accounts) {
-    await clients.admin.upsertAccount({ account: { accountId, plan: 'roomy', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, pendingPlan: '' } });
+    await clients.admin.upsertAccount({ account: { accountId, plan: 'roomy', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' } });
   }
 }
 

@@ -29,7 +29,7 @@ function reserveRequest(patch: Partial<ReserveRequest> = {}): ReserveRequest {
   return { accountId: 'acct-1', feature: 'content_rewrite', requestId: 'req-1', userId: 'u-1', labels: {}, ...patch };
 }
 function upsertRequest(patch: Partial<UpsertRequest> = {}): UpsertRequest {
-  return { accountId: 'acct-1', plan: 'pro', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, ...patch };
+  return { accountId: 'acct-1', plan: 'pro', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, ...patch };
 }
 
 /** Runs `parse` expecting INVALID_ARGUMENT on `field`; returns the error. */
@@ -255,11 +255,11 @@ describe('parseGrant, parseAdjust, parseRefund', () => {
 describe('parseUpsertAccount, parseChangePlan', () => {
   it('amounts up to 10^15', () => {
     const command = parseUpsertAccount(PRODUCT, upsertRequest({
-      trialCredits: CREDITS_MAX, trialEndsAt: new Date(NOW_MS), lowBalanceThreshold: CREDITS_MAX,
+      trialCredits: CREDITS_MAX, trialEndsAt: new Date(NOW_MS), lowBalanceThreshold: CREDITS_MAX, lowBalancePercent: 0,
     }));
-    expect(command).toMatchObject({ trialCredits: CREDITS_MAX, lowBalanceThreshold: CREDITS_MAX, trialEndsAtMs: NOW_MS });
+    expect(command).toMatchObject({ trialCredits: CREDITS_MAX, lowBalanceThreshold: CREDITS_MAX, lowBalancePercent: 0, trialEndsAtMs: NOW_MS });
     refused(() => parseUpsertAccount(PRODUCT, upsertRequest({ trialCredits: CREDITS_MAX + 1n, trialEndsAt: new Date(NOW_MS) })), 'account.trial_credits');
-    refused(() => parseUpsertAccount(PRODUCT, upsertRequest({ lowBalanceThreshold: CREDITS_MAX + 1n })), 'account.low_balance_threshold');
+    refused(() => parseUpsertAccount(PRODUCT, upsertRequest({ lowBalanceThreshold: CREDITS_MAX + 1n , lowBalancePercent: 0})), 'account.low_balance_threshold');
     const space = upsertRequest({ plan: '', parentId: 'root-1' });
     expect(parseUpsertAccount(PRODUCT, { ...space, spaceLimitCredits: CREDITS_MAX }).spaceLimitCredits).toBe(CREDITS_MAX);
     expect(parseUpsertAccount(PRODUCT, { ...space, spaceLimitCredits: 0n }).spaceLimitCredits).toBe(0n);

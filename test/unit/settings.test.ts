@@ -43,6 +43,15 @@ describe('loadSettings', () => {
       grpcMaxConcurrentStreams: 1000,
       shadowMode: false,
       metricsAccountIds: [],
+      stripe: {
+        secretKey: '', webhookSecret: '', apiUrl: 'https://api.stripe.com', timeoutMs: 10_000, maxNetworkRetries: 2,
+        meterEventName: 'meterd_overage_credits',
+      },
+      outboxPollIntervalMs: 1000,
+      refillAttemptsMax: 4,
+      refillRetryBaseMs: 60_000,
+      overageReportIntervalMs: 60_000,
+      alerts: { webhookUrls: [], webhookSecret: '', deliveryAttemptsMax: 12, retryBaseMs: 1000, deliveryTimeoutMs: 5000 },
     });
     expect(EXAMPLE_PRODUCT_CONFIG_PATH).toMatch(/src\/config\/product\.example\.yaml$/);
   });
@@ -80,6 +89,21 @@ describe('loadSettings', () => {
       GRPC_MAX_CONCURRENT_STREAMS: '64',
       SHADOW_MODE: 'true',
       METRICS_ACCOUNT_IDS: 'acct-1,acct-2,acct-1',
+      STRIPE_SECRET_KEY: 'sk_test_123',
+      STRIPE_WEBHOOK_SECRET: 'whsec_123',
+      STRIPE_API_URL: 'http://127.0.0.1:12111/',
+      STRIPE_TIMEOUT_MS: '2000',
+      STRIPE_MAX_NETWORK_RETRIES: '0',
+      STRIPE_METER_EVENT_NAME: 'ovg',
+      OUTBOX_POLL_INTERVAL_MS: '50',
+      REFILL_ATTEMPTS_MAX: '2',
+      REFILL_RETRY_BASE_MS: '100',
+      OVERAGE_REPORT_INTERVAL_MS: '0',
+      ALERT_WEBHOOK_URLS: 'https://hooks.example.com/a, http://127.0.0.1:9000/b',
+      ALERT_WEBHOOK_SECRET: 'alert-secret-0123456789',
+      ALERT_DELIVERY_ATTEMPTS_MAX: '3',
+      ALERT_RETRY_BASE_MS: '10',
+      ALERT_DELIVERY_TIMEOUT_MS: '100',
       PATH: '/usr/bin',
     });
     expect(settings).toEqual({
@@ -111,6 +135,15 @@ describe('loadSettings', () => {
       grpcMaxConcurrentStreams: 64,
       shadowMode: true,
       metricsAccountIds: ['acct-1', 'acct-2'],
+      stripe: { secretKey: 'sk_test_123', webhookSecret: 'whsec_123', apiUrl: 'http://127.0.0.1:12111', timeoutMs: 2000, maxNetworkRetries: 0, meterEventName: 'ovg' },
+      outboxPollIntervalMs: 50,
+      refillAttemptsMax: 2,
+      refillRetryBaseMs: 100,
+      overageReportIntervalMs: 0,
+      alerts: {
+        webhookUrls: ['https://hooks.example.com/a', 'http://127.0.0.1:9000/b'], webhookSecret: 'alert-secret-0123456789',
+        deliveryAttemptsMax: 3, retryBaseMs: 10, deliveryTimeoutMs: 100,
+      },
     });
   });
 
@@ -158,12 +191,20 @@ describe('loadSettings', () => {
     ['GRPC_MAX_CONCURRENT_STREAMS', '0'],
     ['SHADOW_MODE', 'on'],
     ['METRICS_ACCOUNT_IDS', 'ok,not ok'],
+    ['STRIPE_API_URL', 'ftp://stripe'],
+
     ['METRICS_ACCOUNT_IDS', Array.from({ length: 101 }, (_, i) => `a${i}`).join(',')],
   ];
 
   it.each(bad)('refuses %s=%j, naming the variable', (variable, value) => {
     const message = refusal({ [variable]: value });
     expect(message).toMatch(new RegExp(`(^|: )${variable}( and [A-Z_]+)?: `));
+  });
+
+  it('refuses settings that only make sense together', () => {
+    expect(refusal({ STRIPE_SECRET_KEY: 'sk_test_1' })).toMatch(/^STRIPE_WEBHOOK_SECRET: required/);
+    expect(refusal({ ALERT_WEBHOOK_URLS: 'https://a.example/x' })).toMatch(/^ALERT_WEBHOOK_SECRET: at least 16/);
+    expect(refusal({ ALERT_WEBHOOK_URLS: 'not-a-url', ALERT_WEBHOOK_SECRET: 'alert-secret-0123456789' })).toMatch(/^ALERT_WEBHOOK_URLS: "not-a-url"/);
   });
 
   it('never echoes a token it refuses', () => {

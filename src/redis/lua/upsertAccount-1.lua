@@ -8,6 +8,7 @@
     ARGV[8] plan overage limit   ARGV[9] billing anchor ms ('' : now, or keep)
     ARGV[10] parent id ('' none or keep)   ARGV[11] space cap ('' none)   ARGV[12] trial credits
     ARGV[13] trial end ms ('0' none)   ARGV[14] low balance threshold
+    ARGV[15] low balance percent of the allowance (0-100; a root's setting: alerts are per pool)
   Output: JSON account; errors: MOVED, PARENT_IMMUTABLE, PARENT_NOT_FOUND, PARENT_IS_SPACE,
     ANCHOR_IMMUTABLE, PLAN_REQUIRED, SPACE_SETTING.
 ]]
@@ -30,7 +31,7 @@ local ctx = newContext(KEYS, ARGV)
 local a = SCRIPT_ARGS
 local accountId, planId, monthly, overageLimit = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
 local anchor, parentId, cap = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
-local trialCredits, trialEnd, low = ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
+local trialCredits, trialEnd, low, lowPercent = ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], ARGV[a + 10]
 
 local account = getRecord(ctx, accountKey(ctx.P, accountId))
 if account and account.f.moved then return fail(ctx, 'MOVED', { partition = account.f.moved, account_id = accountId }) end
@@ -42,7 +43,7 @@ if parentId == '' then parentId = existingParent end
 
 if parentId ~= '' then
   -- A space: no plan or trial of its own.
-  if planId ~= '' or trialCredits ~= '0' then return fail(ctx, 'SPACE_SETTING', { account_id = accountId }) end
+  if planId ~= '' or trialCredits ~= '0' or lowPercent ~= '0' then return fail(ctx, 'SPACE_SETTING', { account_id = accountId }) end
   local parent = getRecord(ctx, accountKey(ctx.P, parentId))
   if not parent then return fail(ctx, 'PARENT_NOT_FOUND', { parent_id = parentId }) end
   if parent.f.moved or (parent.f.parent and parent.f.parent ~= '') then
@@ -75,7 +76,7 @@ if not account then
     plan = planId, next_plan = '', anchor = intString(anchorMs), ps = intString(startMs), pe = intString(endMs),
     allow_total = monthly, allow = monthly, ovg_limit = overageLimit, ovg = '0', ae = '1', held = '0',
     trial_total = trialCredits, trial = trialCredits, trial_end = trialEnd, pack = '0', promo = '0',
-    low = low, created = intString(ctx.now), seq = '0', parent = '',
+    low = low, lowp = lowPercent, created = intString(ctx.now), seq = '0', parent = '',
   }
   for field in pairs(account.f) do account.dirty[field] = true end
   appendEvent(ctx, account, 'account_created', {
@@ -104,5 +105,6 @@ if trialDelta ~= 0 or trialEnd ~= account.f.trial_end then
   if newTrial ~= trial then appendEvent(ctx, account, 'trial_changed', { trial = intString(newTrial - trial) }) end
 end
 setText(account, 'low', low)
+setText(account, 'lowp', lowPercent)
 recordSettings(ctx, account, account)
 return finish(ctx, accountView(account, account))

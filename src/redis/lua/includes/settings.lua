@@ -14,6 +14,7 @@ local function accountView(account, pool)
     trial_credits = isSpace and '0' or (account.f.trial_total or '0'),
     trial_ends_at = isSpace and '0' or (account.f.trial_end or '0'),
     low_balance_threshold = account.f.low or '0',
+    low_balance_percent = isSpace and '0' or (account.f.lowp or '0'),
     pending_plan = isSpace and '' or (account.f.next_plan or ''),
     created_at = account.f.created,
   }
