@@ -132,13 +132,13 @@ export async function startMeterd(options: {
   metrics.watchBalances(settings.metricsAccountIds, store);
   const db = database;
   const readiness = new Readiness({
-    redis: () => redis.ping(),
-    ...(db ? { postgres: () => db.query('SELECT 1') } : {}),
+    required: { redis: () => redis.ping() },
+    optional: db ? { postgres: () => db.query('SELECT 1') } : {},
   }, (ready) => {
     grpc.setServing(ready);
     metrics.setReady(ready);
     logger.info({ ready }, ready ? 'ready' : 'not ready');
-  });
+  }, () => (flusher?.backlog.alarm ? ['ledger_backlog'] : []));
   const http = await startHttpServer(settings.httpHost, settings.httpPort, {
     'GET /metrics': async (_request, response) => {
       const text = await metrics.registry.metrics();

@@ -1,13 +1,21 @@
 /**
- * Whether this replica should get traffic: every dependency answers and it is not draining. The
- * same answer feeds /readyz, the gRPC health service and the meterd_ready gauge; it is refreshed
- * on an interval and on every /readyz request.
+ * Whether this replica should get traffic: its required dependencies answer (Redis: every reserve
+ * and commit needs it), nothing raised an alarm (the ledger backlog past its bound), and it is not
+ * draining. Optional dependencies (Postgres: reserves and commits go on while it is down, the flush
+ * waits) are reported and make the answer `degraded`, not unready — taking every replica out of
+ * service because the ledger is slow would refuse every model call for nothing. The same answer
+ * feeds /readyz, the gRPC health service and the meterd_ready gauge; it is refreshed on an interval
+ * and on every /readyz request.
  */
 export type DependencyCheck = () => Promise<unknown>;
 
 export interface ReadinessReport {
   ready: boolean;
+  /** An optional dependency does not answer. */
+  degraded: boolean;
   draining: boolean;
+  /** Raised alarms that make the replica unready (e.g. ledger_backlog). */
+  alarms: string[];
   /** 'ok' or what failed, per dependency (redis, postgres). */
   checks: Record<string, string>;
 }
@@ -23,19 +31,25 @@ export class Readiness {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly checks: Record<string, DependencyCheck>,
+    private readonly dependencies: { required: Record<string, DependencyCheck>; optional: Record<string, DependencyCheck> },
     private readonly onChange: (ready: boolean) => void,
+    private readonly alarms: () => string[] = () => [],
   ) {}
 
   async check(): Promise<ReadinessReport> {
-    const entries = await Promise.all(Object.entries(this.checks).map(async ([name, check]) => [name, await answer(check)] as const));
-    const checks = Object.fromEntries(entries);
-    const ready = !this.draining && entries.every(([, result]) => result === 'ok');
+    const run = (group: Record<string, DependencyCheck>) =>
+      Promise.all(Object.entries(group).map(async ([name, check]) => [name, await answer(check)] as const));
+    const [required, optional] = await Promise.all([run(this.dependencies.required), run(this.dependencies.optional)]);
+    const alarms = this.alarms();
+    const ready = !this.draining && alarms.length === 0 && required.every(([, result]) => result === 'ok');
     if (ready !== this.last) {
       this.last = ready;
       this.onChange(ready);
     }
-    return { ready, draining: this.draining, checks };
+    return {
+      ready, degraded: optional.some(([, result]) => result !== 'ok'), draining: this.draining, alarms,
+      checks: Object.fromEntries([...required, ...optional]),
+    };
   }
 
   /** From the first shutdown signal on: never ready again. */

@@ -13,6 +13,7 @@ import { terminate } from '../support/child-processes.js';
 import { rejection } from '../support/grpc-clients.js';
 import { deleteKeys, dropDatabase, LOCAL_REDIS, startTestMeterd, type TestMeterd } from '../support/meterd.js';
 import { sample } from '../support/prometheus-text.js';
+import { startPostgresServer } from '../support/postgres-server.js';
 import { freePort } from '../support/redis-servers.js';
 
 type HealthClient = Client & {
@@ -154,7 +155,7 @@ describe('metrics, health and reflection', () => {
     expect((await http('/healthz')).status).toBe(200);
     const ready = await http('/readyz');
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toEqual({ ready: true, draining: false, checks: { redis: 'ok', postgres: 'ok' } });
+    expect(await ready.json()).toEqual({ ready: true, degraded: false, draining: false, alarms: [], checks: { redis: 'ok', postgres: 'ok' } });
     expect((await http('/nothing')).status).toBe(404);
     expect((await fetch(`http://127.0.0.1:${t.meterd.httpPort}/metrics`, { method: 'POST' })).status).toBe(405);
 
@@ -203,6 +204,43 @@ describe('graceful shutdown', () => {
       t.clients.close();
       await deleteKeys(LOCAL_REDIS.url as string, `${t.keyPrefix}:*`);
       await dropDatabase(t.databaseUrl);
+    }
+  });
+});
+
+describe('readiness when Postgres is down', () => {
+  it('stays ready (degraded) while only the ledger waits, and turns unready once the backlog alarm is raised', { timeout: 60_000 }, async () => {
+    const pgServer = await startPostgresServer();
+    const t = await startTestMeterd({ postgres: true, databaseServerUrl: pgServer.url, env: { FLUSH_BACKLOG_ALARM_EVENTS: '5' } });
+    const readyz = async () => {
+      const response = await fetch(`http://127.0.0.1:${t.meterd.httpPort}/readyz`);
+      return { status: response.status, body: await response.json() as Record<string, unknown> };
+    };
+    try {
+      await pgServer.shutdown('immediate');
+      const degraded = await readyz();
+      expect(degraded.status).toBe(200);
+      expect(degraded.body).toMatchObject({ ready: true, degraded: true, alarms: [], checks: { redis: 'ok' } });
+      expect((degraded.body.checks as Record<string, string>).postgres).not.toBe('ok');
+
+      // Reserves go on; the events wait in Redis until the backlog passes its bound.
+      await t.clients.admin.upsertAccount({ account: { accountId: 'rd-a', plan: 'free', parentId: '', trialCredits: 0n, lowBalanceThreshold: 0n, lowBalancePercent: 0, pendingPlan: '' } });
+      for (let i = 0; i < 5; i++) {
+        const hold = await t.clients.metering.reserveCredits({ accountId: 'rd-a', feature: 'content_rewrite', requestId: `rd${i}`, userId: '', labels: {} });
+        await t.clients.metering.commitReservation({ reservationId: hold.reservationId });
+      }
+      expect((await t.meterd.flusher!.checkBacklog()).alarm).toBe(true);
+      const alarmed = await readyz();
+      expect(alarmed.status).toBe(503);
+      expect(alarmed.body).toMatchObject({ ready: false, alarms: ['ledger_backlog'] });
+
+      await pgServer.restart();
+      await t.meterd.flusher!.drain();
+      expect((await t.meterd.flusher!.checkBacklog()).alarm).toBe(false);
+      expect((await readyz()).body).toMatchObject({ ready: true, degraded: false });
+    } finally {
+      await t.stop().catch(() => {});
+      await pgServer.stop();
     }
   });
 });
