@@ -66,7 +66,7 @@ export interface UsageQuery { accountId: string; periodStartMs?: number }
 /** Ledger event kinds, as the Lua scripts write them (README "Ledger events"). */
 export const LEDGER_KINDS = [
   'account_created', 'account_settings', 'hold', 'commit', 'release', 'expire', 'extend', 'grant', 'adjust', 'refund',
-  'period_reset', 'plan_upgrade', 'trial_expired', 'trial_changed', 'grant_expired',
+  'period_reset', 'plan_upgrade', 'trial_expired', 'trial_changed', 'grant_expired', 'alert', 'refill_due',
 ] as const;
 
 /** Earliest and latest timestamps meterd accepts (the Lua calendar maths covers 1970..9999). */

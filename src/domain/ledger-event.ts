@@ -32,6 +32,8 @@ export interface LedgerEvent {
   actor: string;
   labels: string | null;
   settings: string | null;
+  /** An alert's or refill's figures as JSON ({available, threshold}). */
+  detail: string | null;
   occurredAtMs: number;
   streamEntryId: string;
   /** Hash of every field: the same event id arriving with another payload is a bug to alarm on. */
@@ -92,6 +94,7 @@ export function parseLedgerEvent(streamEntryId: string, flat: string[]): LedgerE
     actor: fields.actor ?? '',
     labels: fields.labels ?? null,
     settings: fields.settings ?? null,
+    detail: fields.detail ?? null,
     occurredAtMs: Number(integer(fields, 'time')),
     streamEntryId,
     payloadSha256: createHash('sha256').update(payload).digest('hex'),

@@ -22,7 +22,7 @@ const COLUMNS = [
   ['charged_overage', 'bigint'], ['shortfall', 'bigint'], ['promo_detail', 'text'], ['plan', 'text'],
   ['period_start_ms', 'bigint'], ['period_end_ms', 'bigint'], ['expires_at_ms', 'bigint'], ['op_id', 'text'], ['reason', 'text'], ['actor', 'text'],
   ['labels', 'jsonb'], ['settings', 'jsonb'], ['occurred_at_ms', 'bigint'], ['stream_entry_id', 'text'],
-  ['payload_sha256', 'text'],
+  ['payload_sha256', 'text'], ['detail', 'jsonb'],
 ] as const;
 
 const toMs = (column: string) => `CASE WHEN ${column} IS NULL THEN NULL ELSE to_timestamp(${column}::double precision / 1000) END`;
@@ -42,6 +42,7 @@ function columnValues(event: LedgerEvent): unknown[] {
     event.overage.toString(), event.held.toString(), event.charged.toString(), event.chargedOverage.toString(),
     event.shortfall.toString(), event.promoDetail, event.plan, event.periodStartMs, event.periodEndMs, event.expiresAtMs, event.opId,
     event.reason, event.actor, event.labels, event.settings, event.occurredAtMs, event.streamEntryId, event.payloadSha256,
+    event.detail,
   ];
 }
 
@@ -77,7 +78,35 @@ export async function writeLedgerBatch(client: pg.ClientBase, events: LedgerEven
   await upsertOutcomes(client, inserted);
   await addUsage(client, inserted);
   await upsertSettings(client, inserted);
+  await recordAlertsAndRefills(client, inserted);
   return { inserted: inserted.length, duplicates: duplicates.length, conflicting };
+}
+
+/**
+ * Alert and refill_due events become rows of the outboxes their workers deliver from (alerts,
+ * refill_attempts) in the same transaction, so each happens once however often a batch arrives.
+ */
+async function recordAlertsAndRefills(client: pg.ClientBase, events: LedgerEvent[]): Promise<void> {
+  const figures = (e: LedgerEvent) => JSON.parse(e.detail ?? '{}') as { available?: string; threshold?: string };
+  const alerts = events.filter((e) => e.kind === 'alert');
+  if (alerts.length > 0) {
+    await client.query(`
+      INSERT INTO alerts (alert_id, account_id, kind, available, threshold, occurred_at, detail)
+      SELECT i, a, k, av, th, to_timestamp(t::double precision / 1000), d
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::jsonb[]) AS x(i, a, k, av, th, t, d)
+      ON CONFLICT (alert_id) DO NOTHING`,
+      [alerts.map((e) => e.eventId), alerts.map((e) => e.accountId), alerts.map((e) => e.reason),
+        alerts.map((e) => figures(e).available ?? '0'), alerts.map((e) => figures(e).threshold ?? '0'),
+        alerts.map((e) => e.occurredAtMs), alerts.map((e) => e.detail)]);
+  }
+  const refills = events.filter((e) => e.kind === 'refill_due');
+  if (refills.length > 0) {
+    await client.query(`
+      INSERT INTO refill_attempts (refill_id, account_id, created_at)
+      SELECT i, a, to_timestamp(t::double precision / 1000) FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(i, a, t)
+      ON CONFLICT (refill_id) DO NOTHING`,
+      [refills.map((e) => e.eventId), refills.map((e) => e.accountId), refills.map((e) => e.occurredAtMs)]);
+  }
 }
 
 async function upsertOutcomes(client: pg.ClientBase, events: LedgerEvent[]): Promise<void> {

@@ -54,11 +54,12 @@ async function poolEvents(db: pg.Pool, accountId: string): Promise<EventRow[]> {
 export async function rebuildRedis(db: pg.Pool, product: ProductConfig, nowMs: number, restore: PoolRestorer, logger?: Logger): Promise<RebuildReport> {
   const accounts = (await db.query<AccountRow>(`SELECT ${ACCOUNT_COLUMNS} FROM accounts ORDER BY account_id`)).rows;
   const report: RebuildReport = { restored: 0, skipped: 0, holdsReleased: 0 };
+  const refillThresholds = await refillThresholdsOf(db);
   for (const root of accounts.filter((a) => a.parent_id === '')) {
     const events = await poolEvents(db, root.account_id);
     if (events.length === 0) continue;
     const spaces = accounts.filter((a) => a.parent_id === root.account_id);
-    const pool = rebuildPool(root, spaces, events, product, nowMs);
+    const pool = rebuildPool(root, spaces, events, product, nowMs, refillThresholds.get(root.account_id));
     report.holdsReleased += pool.holds.length;
     if (await restore(pool)) report.restored += 1;
     else report.skipped += 1;
@@ -117,7 +118,8 @@ export async function repairPool(db: pg.Pool, product: ProductConfig, nowMs: num
       break;
     }
     const spaces = (await db.query<AccountRow>(`SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE parent_id = $1`, [accountId])).rows;
-    const result = await redis.replacePool(rebuildPool(root, spaces, events, product, nowMs), redisSeq);
+    const refill = (await refillThresholdsOf(db, accountId)).get(accountId);
+    const result = await redis.replacePool(rebuildPool(root, spaces, events, product, nowMs, refill), redisSeq);
     if (result.replaced) {
       report.outcome = 'repaired';
       report.holdsDropped = result.holdsDropped;
@@ -132,7 +134,23 @@ export async function repairPool(db: pg.Pool, product: ProductConfig, nowMs: num
   return report;
 }
 
-function rebuildPool(root: AccountRow, spaces: AccountRow[], events: EventRow[], product: ProductConfig, nowMs: number): RestoredPool {
+interface RefillRow { threshold: string; pendingSinceMs: string }
+
+/**
+ * Auto-refill of enabled settings (Postgres keeps them; Redis only detects), with the refill still
+ * open in refill_attempts, so a rebuilt pool does not ask for a second one.
+ */
+async function refillThresholdsOf(db: pg.Pool, accountId?: string): Promise<Map<string, RefillRow>> {
+  const rows = (await db.query<{ account_id: string; threshold_credits: string; pending_ms: string | null }>(`
+    SELECT s.account_id, s.threshold_credits,
+      (SELECT ${MS('min(r.created_at)')} FROM refill_attempts r WHERE r.account_id = s.account_id AND r.status IN ('due', 'processing')) AS pending_ms
+    FROM auto_refill_settings s WHERE s.enabled${accountId === undefined ? '' : ' AND s.account_id = $1'}`,
+  accountId === undefined ? [] : [accountId])).rows;
+  return new Map(rows.map((r) => [r.account_id, { threshold: r.threshold_credits, pendingSinceMs: r.pending_ms ?? '' }]));
+}
+
+/** A pool as Redis would hold it after its events. Not restored: the alert state (an alert may be raised again once). */
+function rebuildPool(root: AccountRow, spaces: AccountRow[], events: EventRow[], product: ProductConfig, nowMs: number, refill?: RefillRow): RestoredPool {
   const sum = (field: keyof EventRow) => events.reduce((total, e) => total + BigInt(e[field] ?? '0'), 0n);
   // The allowance epoch and period at every point of the pool's history.
   let epoch = 0;
@@ -173,6 +191,7 @@ function rebuildPool(root: AccountRow, spaces: AccountRow[], events: EventRow[],
     pack: String(sum('pack')), promo: String(sum('promo')), low: root.low_balance_threshold, lowp: String(root.low_balance_percent),
     created: root.created_at_ms, seq: events[events.length - 1]?.seq ?? '0', parent: '',
     promo_next: promoNext === undefined ? '' : String(promoNext),
+    rft: refill?.threshold ?? '0', rfp: refill?.pendingSinceMs ?? '',
   };
 
   // A space's cap usage this period: what its holds and charges added since the period began.

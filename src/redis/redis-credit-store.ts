@@ -26,7 +26,7 @@ import { scriptRefusal, type ErrorContext } from './script-errors.js';
 export type ScriptName =
   | 'reserveCredits' | 'commitReservation' | 'releaseReservation' | 'extendReservation' | 'expireReservations'
   | 'getBalance' | 'upsertAccount' | 'placeAccountStub' | 'getAccount' | 'changePlan' | 'grantCredits'
-  | 'adjustCredits' | 'refundCharge' | 'getUsage' | 'trimLedger' | 'snapshotLedger' | 'restorePool';
+  | 'adjustCredits' | 'refundCharge' | 'getUsage' | 'trimLedger' | 'snapshotLedger' | 'restorePool' | 'setRefill';
 
 /** A pool as rebuild-redis restores it; every value is Redis hash text. */
 export interface RestoredPool {
@@ -35,6 +35,19 @@ export interface RestoredPool {
   spaces: Array<{ id: string; fields: Record<string, string> }>;
   promos: Array<{ id: string; expires: string; left: string }>;
   holds: Array<{ id: string; expires: string; fields: Record<string, string> }>;
+}
+
+/** A pool's auto-refill state in Redis. */
+export interface RefillState {
+  accountId: string;
+  thresholdCredits: bigint;
+  /** When the refill in flight was asked for (ms), or null. */
+  pendingSinceMs: number | null;
+}
+
+function decodeRefill(reply: Reply): RefillState {
+  const pending = String(reply.pending ?? '');
+  return { accountId: String(reply.account_id), thresholdCredits: BigInt(String(reply.threshold ?? '0')), pendingSinceMs: pending === '' ? null : Number(pending) };
 }
 
 export interface LedgerSnapshot {
@@ -294,6 +307,19 @@ export class RedisCreditStore implements CreditStore {
       if (err instanceof DomainError && err.reason === ErrorReason.ACCOUNT_EXISTS) return false;
       throw err;
     }
+  }
+
+  /**
+   * Auto-refill's threshold for a root account (null: off). Clears a refill in flight too, so a
+   * changed setting starts afresh; a threshold above what is available asks for a refill at once.
+   */
+  async setAutoRefillThreshold(accountId: string, thresholdCredits: bigint | null): Promise<RefillState> {
+    return decodeRefill(await this.runForAccount('setRefill', accountId, () => [accountId, (thresholdCredits ?? 0n).toString(), '1']));
+  }
+
+  /** A refill ended (paid, or given up): the next fall below the threshold may ask for another. */
+  async clearRefillPending(accountId: string): Promise<RefillState> {
+    return decodeRefill(await this.runForAccount('setRefill', accountId, () => [accountId, '', '1']));
   }
 
   /** A pool's ledger sequence number in Redis; null when Redis does not have the pool. */

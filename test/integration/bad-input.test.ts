@@ -49,6 +49,8 @@ interface Expected {
   message?: string;
   /** ErrorInfo metadata entries that must be present. */
   metadata?: Record<string, string>;
+  /** The one change a refusal may make: a reserve refused for credits records an `exhausted` alert. */
+  recordsExhaustedAlert?: boolean;
 }
 
 interface Prepared {
@@ -340,7 +342,7 @@ const ROWS: Row[] = [
   extend('additional_credits > 0 without request_id', () => ({ additionalCredits: 5n, requestId: '' }), invalid('request_id')),
   extend('nothing to do (ttl_seconds 0, additional_credits 0)', () => ({ ttlSeconds: 0, additionalCredits: 0n }), invalid('ttl_seconds')),
   reserve('a hold larger than the pool', () => ({ credits: E15 }), {
-    code: status.RESOURCE_EXHAUSTED, reason: 'INSUFFICIENT_CREDITS', metadata: { required: E15.toString() },
+    code: status.RESOURCE_EXHAUSTED, reason: 'INSUFFICIENT_CREDITS', metadata: { required: E15.toString() }, recordsExhaustedAlert: true,
   }),
   extend('growing a hold beyond the pool', (f) => ({ additionalCredits: E15, requestId: f.fresh('ext') }), {
     code: status.RESOURCE_EXHAUSTED, reason: 'INSUFFICIENT_CREDITS', metadata: { required: E15.toString() },
@@ -543,6 +545,21 @@ describe('bad input through gRPC: refused with the field and the limit, nothing 
       if (expected.message !== undefined) expect(refusal.message.startsWith(expected.message), refusal.message).toBe(true);
       if (expected.metadata !== undefined) expect(refusal.metadata).toMatchObject(expected.metadata);
       expect(viewsAfter).toEqual(viewsBefore);
+      if (expected.recordsExhaustedAlert) {
+        // Only the alert: the pool's alert state and sequence number, and one `alert` ledger entry.
+        const changes = redisChanges(redisBefore, redisAfter);
+        expect(changes.map((c) => c.split(' ').slice(0, 2).join(' '))).toEqual(
+          expect.arrayContaining([expect.stringMatching(/^~ .*:a\/[^/]+$/), expect.stringMatching(/^~ .*:ledger$/)]));
+        expect(changes).toHaveLength(2);
+        const pool = Object.keys(redisAfter).find((key) => key.endsWith(`:a/${fixture.root}`)) as string;
+        const fieldsChanged = Object.entries(redisAfter[pool] as Record<string, string>)
+          .filter(([field, value]) => (redisBefore[pool] as Record<string, string>)[field] !== value).map(([field]) => field).sort();
+        expect(fieldsChanged).toEqual(['al', 'alv', 'seq']);
+        const ledger = Object.keys(redisAfter).find((key) => key.endsWith(':ledger') && JSON.stringify(redisAfter[key]) !== JSON.stringify(redisBefore[key])) as string;
+        const added = (redisAfter[ledger] as Array<[string, string[]]>).slice((redisBefore[ledger] as unknown[]).length);
+        expect(added.map(([, fields]) => fields[fields.indexOf('kind') + 1])).toEqual(['alert']);
+        return;
+      }
       expect(redisChanges(redisBefore, redisAfter)).toEqual([]);
     };
     it(name, checkRefusal);

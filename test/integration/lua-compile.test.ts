@@ -36,6 +36,7 @@ const SMOKE: Record<string, { args: string[]; reply: Record<string, unknown> }> 
   trimLedger: { args: ['flush'], reply: { trimmed: 0, below: '0-0' } },
   restorePool: { args: ['{"id":"lc-pool","fields":{"plan":"free"},"spaces":{},"promos":{},"holds":{}}', ''], reply: { restored: true, dropped: 0 } },
   snapshotLedger: { args: ['10', 'nobody'], reply: { pools: {}, entries: {}, complete: true } },
+  setRefill: { args: ['nobody', '10', '1'], reply: { e: 'ACCOUNT_NOT_FOUND', account_id: 'nobody' } },
 };
 
 describe('Lua compiles and runs in Redis', () => {

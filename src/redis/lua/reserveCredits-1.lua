@@ -63,6 +63,7 @@ local deltas = newDeltas()
 local portions, reason, details = holdCredits(ctx, pool, space, cost, deltas)
 local shadowReason, shadowDetails = '', ''
 if not portions then
+  ctx.refusedForCredits = true
   if not shadowMode then return fail(ctx, reason, details) end
   -- Shadow mode: the refusal is recorded on the hold and reported, but the call goes on with
   -- nothing held; its Commit charges what the pool has and records the rest as shortfall.

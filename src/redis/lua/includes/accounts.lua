@@ -1,3 +1,63 @@
+-- What the pool could give a new hold: live buckets plus overage room.
+local function poolSpendable(ctx, pool)
+  local trial = 0
+  if getNum(pool, 'trial_end') > ctx.now then trial = getNum(pool, 'trial') end
+  local room = getNum(pool, 'ovg_limit') - getNum(pool, 'ovg')
+  if room < 0 then room = 0 end
+  return trial + getNum(pool, 'allow') + getNum(pool, 'promo') + getNum(pool, 'pack') + room
+end
+
+-- total × percent / 100 rounded up, exact below 2^53 (no intermediate product above it).
+local function percentOf(total, percent)
+  local whole = math.floor(total / 100)
+  return whole * percent + math.ceil((total - whole * 100) * percent / 100)
+end
+
+-- The low-balance threshold: the larger of `low` (credits) and `lowp` percent of the allowance.
+local function lowThreshold(pool)
+  local threshold = getNum(pool, 'low')
+  local byPercent = percentOf(getNum(pool, 'allow_total'), getNum(pool, 'lowp'))
+  if byPercent > threshold then threshold = byPercent end
+  return threshold
+end
+
+local ALERT_NAMES = { low = 'low', exh = 'exhausted', [''] = 'recovered' }
+
+--[[
+  Balance alerts and auto-refill, decided where balances change (never by polling): runs as a script
+  saves (finish / fail) for the pool it opened.
+  - Alert state `al` ('' | 'low' | 'exh') changes at most once per crossing, each change appending an
+    `alert` event: low (available, holds counted, at or below the threshold), exhausted (nothing
+    available, or a reserve refused for credits), recovered (back above). `alv` keeps what was
+    available at exhaustion, so a refusal with credits left reads as recovered only once they rise.
+  - Auto-refill: below `rft` with none in flight (`rfp` empty) marks one in flight and appends
+    `refill_due`; the refill worker clears `rfp` when that refill ends (setRefill).
+]]
+local function watchPool(ctx)
+  local pool = ctx.pool
+  if not pool or not pool.f.seq then return end
+  local available = poolSpendable(ctx, pool)
+  local threshold = lowThreshold(pool)
+  local state = pool.f.al or ''
+  local new = ''
+  if ctx.refusedForCredits or available <= 0 then new = 'exh'
+  elseif state == 'exh' and available <= getNum(pool, 'alv') then new = 'exh'
+  elseif threshold > 0 and available <= threshold then new = 'low' end
+  local figures = cjson.encode({ available = intString(available), threshold = intString(threshold) })
+  if new ~= state then
+    setText(pool, 'al', new)
+    if new == 'exh' then setNum(pool, 'alv', available) end
+    appendEvent(ctx, pool, 'alert', { reason = ALERT_NAMES[new], detail = figures })
+  end
+  local refillBelow = getNum(pool, 'rft')
+  if refillBelow > 0 and available < refillBelow and (pool.f.rfp or '') == '' then
+    setNum(pool, 'rfp', ctx.now)
+    appendEvent(ctx, pool, 'refill_due', {
+      detail = cjson.encode({ available = intString(available), threshold = intString(refillBelow) }),
+    })
+  end
+end
+
 --[[
   Opens the account a request names: the account itself, the pool it draws on (itself, or its parent
   for a space) and, for a space, the space. Both are brought up to date by lazy upkeep.
@@ -18,21 +78,16 @@ local function openAccount(ctx, accountId)
     pool.id = parentId
     space = account
   end
+  if not ctx.pool then
+    ctx.pool = pool
+    ctx.watch = watchPool
+  end
   rollPeriod(ctx, pool)
   expireTrial(ctx, pool)
   expirePromos(ctx, pool)
   expireDueHolds(ctx, pool, ctx.lazyExpiryMax)
   if space then upkeepSpace(ctx, pool, space) end
   return account, pool, space
-end
-
--- What the pool could give a new hold: live buckets plus overage room.
-local function poolSpendable(ctx, pool)
-  local trial = 0
-  if getNum(pool, 'trial_end') > ctx.now then trial = getNum(pool, 'trial') end
-  local room = getNum(pool, 'ovg_limit') - getNum(pool, 'ovg')
-  if room < 0 then room = 0 end
-  return trial + getNum(pool, 'allow') + getNum(pool, 'promo') + getNum(pool, 'pack') + room
 end
 
 -- What is left of a space's per-period cap (holds included), or nil when it has none.

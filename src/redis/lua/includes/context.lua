@@ -44,6 +44,7 @@ end
 
 -- Replies are JSON objects whose amounts are decimal strings; errors carry `e` = the reason.
 local function finish(ctx, reply)
+  if ctx.watch then ctx.watch(ctx) end
   saveAll(ctx)
   return cjson.encode(reply)
 end
@@ -51,6 +52,7 @@ end
 -- A refusal still saves what lazy upkeep (period roll-over, expiries) changed before it: those
 -- transitions are complete on their own and their ledger events are already appended.
 local function fail(ctx, reason, details)
+  if ctx.watch then ctx.watch(ctx) end
   saveAll(ctx)
   local reply = details or {}
   reply.e = reason

@@ -5,12 +5,13 @@
   Amount fields are signed changes of the pool's fields: trial, allowance, promo, pack, overage (used),
   held and charged; charged_overage is the part of charged drawn from overage (what is billed
   separately); shortfall is cost that did not fit; settings is an account's settings as JSON
-  (account_settings events). Absent fields are zero or empty.
+  (account_settings events); detail is an alert's or refill's figures as JSON (alert, refill_due
+  events; reason names the alert). Absent fields are zero or empty.
 ]]
 local LEDGER_FIELDS = {
   'space', 'user', 'feature', 'reservation', 'trial', 'allowance', 'promo', 'pack', 'overage', 'held',
   'charged', 'charged_overage', 'shortfall', 'promo_detail', 'plan', 'period_start', 'period_end', 'op_id', 'reason',
-  'actor', 'labels', 'settings', 'expires_at',
+  'actor', 'labels', 'settings', 'expires_at', 'detail',
 }
 
 local function appendEvent(ctx, pool, kind, fields)
