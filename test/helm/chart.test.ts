@@ -10,6 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, posix } from 'node:path';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2';
+import { Ingress } from 'kubernetes-models/networking.k8s.io/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { ConfigMap, Pod, Secret, Service, ServiceAccount } from 'kubernetes-models/v1';
 import type { IIoK8sApiCoreV1Container as Container } from 'kubernetes-models/v1/Container';
@@ -31,8 +32,13 @@ const SCENARIOS: Array<{ name: string; options: RenderOptions }> = [
 ];
 const REQUIRED_CI_SCENARIOS = [
   'default-values.yaml', 'sidecar-values.yaml', 'existing-secret-tls-values.yaml', 'monitoring-values.yaml', 'http-probes-values.yaml',
+  'stripe-webhooks-values.yaml',
 ];
-const SECRET_VARIABLES = ['AUTH_DATA_PLANE_TOKENS', 'AUTH_ADMIN_TOKENS', 'DATABASE_URL', 'REDIS_URL'];
+const SECRET_VARIABLES = [
+  'AUTH_DATA_PLANE_TOKENS', 'AUTH_ADMIN_TOKENS', 'DATABASE_URL', 'REDIS_URL', 'STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'ALERT_WEBHOOK_SECRET',
+];
+/** The secrets every deployment needs (default-values.yaml sets these); payments and alerts are optional. */
+const CORE_SECRET_VARIABLES = ['AUTH_DATA_PLANE_TOKENS', 'AUTH_ADMIN_TOKENS', 'DATABASE_URL', 'REDIS_URL'];
 const CHART_SET_VARIABLES = ['METERD_CONFIG', 'GRPC_TLS_CERT_FILE', 'GRPC_TLS_KEY_FILE', 'GRPC_TLS_CLIENT_CA_FILE'];
 /** Plausible stand-ins for what a Secret would hold, so meterd's settings parser can run. */
 const SECRET_STAND_INS: Record<string, string> = {
@@ -40,6 +46,9 @@ const SECRET_STAND_INS: Record<string, string> = {
   AUTH_ADMIN_TOKENS: 'admin-token-0123456789abcdef',
   DATABASE_URL: 'postgres://meterd:secret@postgres:5432/meterd',
   REDIS_URL: 'redis://:secret@redis:6379',
+  STRIPE_SECRET_KEY: 'sk_test_0123456789abcdef',
+  STRIPE_WEBHOOK_SECRET: 'whsec_0123456789abcdef',
+  ALERT_WEBHOOK_SECRET: 'alert-secret-0123456789abcdef',
 };
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
@@ -53,6 +62,7 @@ const MODELS: Record<string, new (data: never) => { validate(): void }> = {
   'apps/v1/Deployment': Deployment,
   'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
   'autoscaling/v2/HorizontalPodAutoscaler': HorizontalPodAutoscaler,
+  'networking.k8s.io/v1/Ingress': Ingress,
 };
 
 let helm: HelmRenderer;
@@ -345,16 +355,20 @@ describe('default values', () => {
 
 describe('secrets and checksums', () => {
   it('inline secret values become the chart Secret, read through secretKeyRef, never plain env', () => {
-    const manifests = helm.manifests({ valuesFiles: [join(CI_DIR, 'default-values.yaml')] });
+    const manifests = helm.manifests({ valuesFiles: [join(CI_DIR, 'stripe-webhooks-values.yaml')] });
     const secret = new Secret(one(manifests, 'Secret', 'meterd') as never);
     expect(Object.keys(secret.data ?? {}).sort()).toEqual([...SECRET_VARIABLES].sort());
     expect(Buffer.from(defined(secret.data?.REDIS_URL, 'REDIS_URL'), 'base64').toString()).toBe('redis://:change-me@redis-master.db.svc:6379');
+    expect(Buffer.from(defined(secret.data?.STRIPE_WEBHOOK_SECRET, 'STRIPE_WEBHOOK_SECRET'), 'base64').toString()).toBe('whsec_change-me-0123456789');
     const container = meterdContainer(podSpecOf(manifests));
     for (const variable of SECRET_VARIABLES) {
       const entry = envEntry(container, variable);
       expect(entry?.value).toBeUndefined();
       expect(entry?.valueFrom?.secretKeyRef).toEqual({ name: 'meterd', key: variable });
     }
+    // Payments and alerts are optional: the core secrets alone make a Secret of those four.
+    const core = new Secret(one(helm.manifests({ valuesFiles: [join(CI_DIR, 'default-values.yaml')] }), 'Secret', 'meterd') as never);
+    expect(Object.keys(core.data ?? {}).sort()).toEqual([...CORE_SECRET_VARIABLES].sort());
   });
 
   it('only the secret values that are set go into the Secret and the environment', () => {
@@ -397,6 +411,19 @@ describe('secrets and checksums', () => {
     expect(envEntry(container, 'DATABASE_URL')?.valueFrom?.secretKeyRef).toEqual({ name: 'meterd-credentials', key: 'database-url' });
     expect(envEntry(container, 'REDIS_URL')?.valueFrom?.secretKeyRef).toEqual({ name: 'meterd-credentials', key: 'redis-url' });
     expect(envEntry(container, 'AUTH_ADMIN_TOKENS')).toBeUndefined();
+    // The Stripe and alert keys default to "": a Secret made for an older chart version still works.
+    for (const variable of ['STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'ALERT_WEBHOOK_SECRET']) expect(envEntry(container, variable)).toBeUndefined();
+    const withStripe = meterdContainer(podSpecOf(helm.manifests({
+      valuesFiles: [join(CI_DIR, 'existing-secret-tls-values.yaml')],
+      set: {
+        'existingSecretKeys.stripeSecretKey': 'stripe-key', 'existingSecretKeys.stripeWebhookSecret': 'stripe-webhook',
+        'existingSecretKeys.alertWebhookSecret': 'alert-secret', 'config.ALERT_WEBHOOK_URLS': 'https://alerts.example.com/meterd',
+      },
+    })));
+    expect(envEntry(withStripe, 'STRIPE_SECRET_KEY')?.valueFrom?.secretKeyRef).toEqual({ name: 'meterd-credentials', key: 'stripe-key' });
+    expect(envEntry(withStripe, 'STRIPE_WEBHOOK_SECRET')?.valueFrom?.secretKeyRef).toEqual({ name: 'meterd-credentials', key: 'stripe-webhook' });
+    expect(envEntry(withStripe, 'ALERT_WEBHOOK_SECRET')?.valueFrom?.secretKeyRef).toEqual({ name: 'meterd-credentials', key: 'alert-secret' });
+    expect(() => loadSettings(environmentOf(withStripe))).not.toThrow();
     // Inline values are ignored once an existing Secret is named.
     const ignored = helm.manifests({ valuesFiles: [join(CI_DIR, 'existing-secret-tls-values.yaml')], set: { 'secrets.redisUrl': 'redis://x:6379' } });
     expect(objectsOf(ignored, 'Secret')).toEqual([]);
@@ -582,6 +609,121 @@ describe('scheduling scenario', () => {
   });
 });
 
+// ---- payments, alerts and the Stripe webhook Ingress ----
+
+describe('payments, alerts and the Stripe webhook Ingress', () => {
+  const options = (): RenderOptions => ({ valuesFiles: [join(CI_DIR, 'stripe-webhooks-values.yaml')] });
+
+  /** The environment with the chart Secret's real values (not stand-ins), as the kubelet would fill it in. */
+  function environmentWithSecret(manifests: Manifest[]): Record<string, string> {
+    const container = meterdContainer(podSpecOf(manifests));
+    const secrets = objectsOf(manifests, 'Secret');
+    const data = ((secrets[0] as Json | undefined)?.data ?? {}) as Record<string, string>;
+    const env: Record<string, string> = {};
+    for (const variable of container.env ?? []) {
+      if (variable.value !== undefined) env[variable.name] = variable.value;
+      const ref = variable.valueFrom?.secretKeyRef;
+      if (ref) env[variable.name] = Buffer.from(defined(data[ref.key], `Secret key ${ref.key}`), 'base64').toString();
+    }
+    return env;
+  }
+
+  it('meterd gets the Stripe, refill, overage and alert settings of the values', () => {
+    const settings = loadSettings(environmentWithSecret(helm.manifests(options())));
+    expect(settings.stripe).toEqual({
+      secretKey: 'sk_test_change-me-0123456789', webhookSecret: 'whsec_change-me-0123456789', apiUrl: 'https://api.stripe.com',
+      timeoutMs: 20000, maxNetworkRetries: 3, meterEventName: 'acme_overage_credits',
+    });
+    expect([settings.outboxPollIntervalMs, settings.refillAttemptsMax, settings.refillRetryBaseMs, settings.overageReportIntervalMs])
+      .toEqual([1000, 6, 60000, 300000]);
+    expect(settings.alerts).toEqual({
+      webhookUrls: ['https://alerts.example.com/meterd', 'https://hooks.example.org/billing'], webhookSecret: 'alert-signing-secret-0123456789',
+      deliveryAttemptsMax: 12, retryBaseMs: 1000, deliveryTimeoutMs: 3000,
+    });
+  });
+
+  it('the Ingress routes only the exact path /webhooks/stripe, to the Service port of meterd\'s HTTP server', () => {
+    const manifests = helm.manifests(options());
+    const ingress = new Ingress(one(manifests, 'Ingress') as never);
+    expect(() => ingress.validate()).not.toThrow();
+    expect(ingress.metadata?.name).toBe('meterd-webhooks');
+    expect(ingress.metadata?.annotations).toEqual({ 'cert-manager.io/cluster-issuer': 'letsencrypt' });
+    expect(ingress.metadata?.labels).toMatchObject({ exposure: 'public', 'app.kubernetes.io/instance': 'meterd' });
+    expect(ingress.spec?.ingressClassName).toBe('nginx');
+    expect(ingress.spec?.tls).toEqual([{ hosts: ['billing.example.com'], secretName: 'billing-example-com-tls' }]);
+    // One rule, one Exact path, no default backend: /metrics, /healthz and /readyz are not reachable.
+    expect(ingress.spec?.defaultBackend).toBeUndefined();
+    expect(ingress.spec?.rules).toEqual([{
+      host: 'billing.example.com',
+      http: { paths: [{ path: '/webhooks/stripe', pathType: 'Exact', backend: { service: { name: 'meterd', port: { name: 'http-metrics' } } } }] },
+    }]);
+    // That Service port leads to the container port meterd's HTTP server listens on.
+    const service = new Service(one(manifests, 'Service') as never);
+    const servicePort = defined(service.spec?.ports?.find((p) => p.name === 'http-metrics'), 'Service port http-metrics');
+    const container = meterdContainer(podSpecOf(manifests));
+    const containerPort = defined(container.ports?.find((p) => p.name === servicePort.targetPort), 'container port');
+    expect(String(containerPort.containerPort)).toBe(environmentOf(container).HTTP_PORT);
+    const notes = helm.notes(options());
+    expect(notes).toContain('https://billing.example.com/webhooks/stripe');
+    expect(notes).not.toContain('WARNING');
+  });
+
+  it('is off by default; without a host it matches every host; TLS needs a host; NOTES warns when Stripe is not set', () => {
+    expect(objectsOf(helm.manifests(), 'Ingress')).toEqual([]);
+    const anyHost = new Ingress(one(helm.manifests({ set: { 'webhookIngress.enabled': true } }), 'Ingress') as never);
+    expect(() => anyHost.validate()).not.toThrow();
+    expect(anyHost.spec?.rules?.map((r) => r.host)).toEqual([undefined]);
+    expect(anyHost.spec?.tls).toBeUndefined();
+    expect(anyHost.spec?.ingressClassName).toBeUndefined();
+    expect(helm.failure({ set: { 'webhookIngress.enabled': true, 'webhookIngress.tls.secretName': 'tls' } }))
+      .toContain('webhookIngress.tls.secretName needs webhookIngress.host');
+    expect(helm.notes({ set: { 'webhookIngress.enabled': true } })).toContain('webhookIngress is on but STRIPE_SECRET_KEY is not set');
+  });
+
+  it('refuses STRIPE_SECRET_KEY without STRIPE_WEBHOOK_SECRET, as meterd does', () => {
+    expect(() => loadSettings({ STRIPE_SECRET_KEY: 'sk_test_x' })).toThrow(/STRIPE_WEBHOOK_SECRET/);
+    expect(helm.failure({ set: { 'secrets.stripeSecretKey': 'sk_test_x' } })).toContain('secrets.stripeSecretKey needs secrets.stripeWebhookSecret');
+    expect(helm.failure({ set: { mode: 'sidecar', 'secrets.stripeSecretKey': 'sk_test_x' } })).toContain('needs secrets.stripeWebhookSecret');
+    const existing = join(CI_DIR, 'existing-secret-tls-values.yaml');
+    expect(helm.failure({ valuesFiles: [existing], set: { 'existingSecretKeys.stripeSecretKey': 'stripe-key' } }))
+      .toContain('existingSecretKeys.stripeSecretKey needs existingSecretKeys.stripeWebhookSecret');
+    // The webhook secret alone is accepted by both (payments stay off).
+    const env = environmentWithSecret(helm.manifests({ set: { 'secrets.stripeWebhookSecret': 'whsec_x' } }));
+    expect(loadSettings(env).stripe.secretKey).toBe('');
+  });
+
+  it('refuses ALERT_WEBHOOK_URLS without an ALERT_WEBHOOK_SECRET of at least 16 characters, as meterd does', () => {
+    const url = 'https://alerts.example.com/meterd';
+    expect(() => loadSettings({ ALERT_WEBHOOK_URLS: url, ALERT_WEBHOOK_SECRET: 'x'.repeat(15) })).toThrow(/ALERT_WEBHOOK_SECRET/);
+    expect(helm.failure({ set: { 'config.ALERT_WEBHOOK_URLS': url } })).toContain('config.ALERT_WEBHOOK_URLS needs secrets.alertWebhookSecret of at least 16 characters');
+    expect(helm.failure({ set: { 'config.ALERT_WEBHOOK_URLS': url, 'secrets.alertWebhookSecret': 'x'.repeat(15) } })).toContain('at least 16 characters');
+    expect(helm.failure({ set: { mode: 'sidecar', 'config.ALERT_WEBHOOK_URLS': url } })).toContain('needs secrets.alertWebhookSecret');
+    const existing = join(CI_DIR, 'existing-secret-tls-values.yaml');
+    expect(helm.failure({ valuesFiles: [existing], set: { 'config.ALERT_WEBHOOK_URLS': url } }))
+      .toContain('config.ALERT_WEBHOOK_URLS needs existingSecretKeys.alertWebhookSecret');
+    // Exactly 16 characters: both accept it.
+    const env = environmentWithSecret(helm.manifests({ set: { 'config.ALERT_WEBHOOK_URLS': url, 'secrets.alertWebhookSecret': 'x'.repeat(16) } }));
+    expect(loadSettings(env).alerts).toMatchObject({ webhookUrls: [url], webhookSecret: 'x'.repeat(16) });
+    // Whitespace is no URL list, for both: no secret needed. A bare comma is one, for both.
+    const blank = helm.writeValues('blank-alert-urls', { config: { ALERT_WEBHOOK_URLS: '   ' } });
+    expect(loadSettings(environmentWithSecret(helm.manifests({ valuesFiles: [blank] }))).alerts.webhookUrls).toEqual([]);
+    expect(() => loadSettings({ ALERT_WEBHOOK_URLS: ' , ' })).toThrow(/ALERT_WEBHOOK_SECRET/);
+    const comma = helm.writeValues('comma-alert-urls', { config: { ALERT_WEBHOOK_URLS: ' , ' } });
+    expect(helm.failure({ valuesFiles: [comma] })).toContain('needs secrets.alertWebhookSecret');
+  });
+
+  it('the schema takes at most 10 http(s) alert URLs, as meterd does', () => {
+    const validate = schemaValidator();
+    const urls = (n: number) => Array.from({ length: n }, (_, i) => `https://alerts${i}.example.com/meterd`).join(',');
+    const ten = helm.writeValues('ten-alert-urls', { config: { ALERT_WEBHOOK_URLS: urls(10) } });
+    expect(validate(helm.values({ valuesFiles: [ten] })), JSON.stringify(validate.errors)).toBe(true);
+    expect(() => loadSettings({ ALERT_WEBHOOK_URLS: urls(10), ALERT_WEBHOOK_SECRET: 'x'.repeat(16) })).not.toThrow();
+    const eleven = helm.writeValues('eleven-alert-urls', { config: { ALERT_WEBHOOK_URLS: urls(11) } });
+    expect(validate(helm.values({ valuesFiles: [eleven] }))).toBe(false);
+    expect(() => loadSettings({ ALERT_WEBHOOK_URLS: urls(11), ALERT_WEBHOOK_SECRET: 'x'.repeat(16) })).toThrow(/at most 10/);
+  });
+});
+
 // ---- mode sidecar ----
 
 describe('mode sidecar', () => {
@@ -599,8 +741,10 @@ describe('mode sidecar', () => {
     };
   }
 
-  it('renders no Deployment, Service, ServiceAccount, HPA, PDB or ServiceMonitor', () => {
-    const manifests = helm.manifests({ ...sidecarOptions(), set: { 'serviceMonitor.enabled': true, 'autoscaling.enabled': true } });
+  it('renders no Deployment, Service, ServiceAccount, HPA, PDB, ServiceMonitor or Ingress', () => {
+    const manifests = helm.manifests({
+      ...sidecarOptions(), set: { 'serviceMonitor.enabled': true, 'autoscaling.enabled': true, 'webhookIngress.enabled': true },
+    });
     expect(kindsOf(manifests)).toEqual(['ConfigMap', 'ConfigMap', 'Secret']);
     expect(manifests.map((m) => m.object.metadata.name).sort()).toEqual(['meterd', 'meterd-config', 'meterd-sidecar']);
   });
@@ -717,6 +861,13 @@ describe('values.schema.json', () => {
     expect(errorsFor({ set: { 'config.LOG_LEVEL': 'verbose' } })).toContain('/config/LOG_LEVEL');
     expect(errorsFor({ set: { 'probes.type': 'tcp' } })).toContain('/probes/type');
     expect(errorsFor({ set: { 'secrets.redisUrl': 'localhost:6379' } })).toContain('/secrets/redisUrl');
+    expect(errorsFor({ set: { 'config.STRIPE_MAX_NETWORK_RETRIES': 11 } })).toContain('/config/STRIPE_MAX_NETWORK_RETRIES');
+    expect(errorsFor({ set: { 'config.REFILL_ATTEMPTS_MAX': 0 } })).toContain('/config/REFILL_ATTEMPTS_MAX');
+    expect(errorsFor({ set: { 'config.STRIPE_API_URL': 'https://api.stripe.com/v1' } })).toContain('/config/STRIPE_API_URL');
+    expect(errorsFor({ set: { 'config.STRIPE_METER_EVENT_NAME': 'overage credits' } })).toContain('/config/STRIPE_METER_EVENT_NAME');
+    expect(errorsFor({ set: { 'config.ALERT_WEBHOOK_URLS': 'alerts.example.com/meterd' } })).toContain('/config/ALERT_WEBHOOK_URLS');
+    expect(errorsFor({ set: { 'webhookIngress.host': 'Billing.Example.com' } })).toContain('/webhookIngress/host');
+    expect(errorsFor({ set: { 'webhookIngress.path': '/metrics' } })).toContain('"additionalProperty":"path"');
     const badPlan = helm.writeValues('bad-plan', { productConfig: { plans: [{ id: 'free', monthly_credit: 10, price_cents: 0 }] } });
     expect(errorsFor({ valuesFiles: [badPlan] })).toContain('monthly_credit');
   });
@@ -747,6 +898,24 @@ describe('coverage of meterd settings', () => {
     const covered = [...configKeys, ...SECRET_VARIABLES, ...CHART_SET_VARIABLES].sort();
     expect(covered).toEqual(settingsVariables());
   });
+
+  it('every whole-number setting has its settings.ts default in values.yaml and its bounds in values.schema.json', () => {
+    const source = readFileSync(join(REPO_DIR, 'src/config/settings.ts'), 'utf8');
+    const defaults = (parseYaml(readFileSync(join(CHART_DIR, 'values.yaml'), 'utf8')) as { config: Json }).config;
+    const schema = JSON.parse(readFileSync(join(CHART_DIR, 'values.schema.json'), 'utf8')) as { properties: { config: { properties: Record<string, Json> } } };
+    // Port 0 (any free port) cannot be probed or targeted by a Service: the chart refuses it.
+    const chartStricter: Record<string, { minimum: number }> = { GRPC_PORT: { minimum: 1 }, HTTP_PORT: { minimum: 1 } };
+    const number = (text: string | undefined) => Number(defined(text, 'number').replaceAll('_', ''));
+    const integers = [...source.matchAll(/^\s{2}([A-Z][A-Z0-9_]+): integer\(([\d_]+), ([\d_]+), ([\d_]+)\)/gm)];
+    expect(integers.length).toBeGreaterThan(20);
+    for (const [, name, min, max, fallback] of integers) {
+      const key = defined(name, 'name');
+      expect(defaults[key], `values.yaml config.${key}`).toBe(number(fallback));
+      const property = defined(schema.properties.config.properties[key], `schema of config.${key}`);
+      const bounds = defined((property.anyOf as Json[] | undefined)?.find((b) => b.type === 'integer'), `integer bounds of ${key}`);
+      expect({ minimum: bounds.minimum, maximum: bounds.maximum }, key).toEqual({ minimum: number(min), maximum: number(max), ...chartStricter[key] });
+    }
+  });
 });
 
 // ---- README values table ----
@@ -773,9 +942,12 @@ describe('chart README', () => {
     for (const line of generatedValuesTable().split('\n').slice(2)) expect(line, line).not.toMatch(/\|\s*\|$/);
   });
 
-  it('documents install, upgrade, secrets and both modes', () => {
+  it('documents install, upgrade, secrets, both modes and the Stripe webhook endpoint', () => {
     const text = readme();
-    for (const phrase of ['helm lint helm/meterd', 'helm install meterd helm/meterd', 'helm upgrade', 'existingSecret', 'mode: sidecar', 'meterd.sidecarContainer']) {
+    for (const phrase of [
+      'helm lint helm/meterd', 'helm install meterd helm/meterd', 'helm upgrade', 'existingSecret', 'mode: sidecar', 'meterd.sidecarContainer',
+      'webhookIngress', '/webhooks/stripe', 'STRIPE_WEBHOOK_SECRET', 'ALERT_WEBHOOK_SECRET',
+    ]) {
       expect(text).toContain(phrase);
     }
   });

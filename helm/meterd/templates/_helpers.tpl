@@ -79,13 +79,24 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (include "meterd.fullname" .) .Values.existingSecret }}
 {{- end }}
 
+{{/* The secret settings: `secrets` / `existingSecretKeys` field -> environment variable (YAML). */}}
+{{- define "meterd.secretVariables" -}}
+authDataPlaneTokens: AUTH_DATA_PLANE_TOKENS
+authAdminTokens: AUTH_ADMIN_TOKENS
+databaseUrl: DATABASE_URL
+redisUrl: REDIS_URL
+stripeSecretKey: STRIPE_SECRET_KEY
+stripeWebhookSecret: STRIPE_WEBHOOK_SECRET
+alertWebhookSecret: ALERT_WEBHOOK_SECRET
+{{- end }}
+
 {{/*
 Secret variables as YAML `VARIABLE: key-in-secret`: from existingSecretKeys (a "" key leaves the
 variable unset), or, for the chart's own Secret, each non-empty `secrets` value under its
 variable's name.
 */}}
 {{- define "meterd.secretKeys" -}}
-{{- $variables := dict "authDataPlaneTokens" "AUTH_DATA_PLANE_TOKENS" "authAdminTokens" "AUTH_ADMIN_TOKENS" "databaseUrl" "DATABASE_URL" "redisUrl" "REDIS_URL" }}
+{{- $variables := include "meterd.secretVariables" . | fromYaml }}
 {{- range $field, $variable := $variables }}
 {{- if $.Values.existingSecret }}
 {{- with index $.Values.existingSecretKeys $field }}
@@ -99,7 +110,7 @@ variable's name.
 
 {{/* data of the chart's Secret (also hashed into checksum/secret). */}}
 {{- define "meterd.secretData" -}}
-{{- $variables := dict "authDataPlaneTokens" "AUTH_DATA_PLANE_TOKENS" "authAdminTokens" "AUTH_ADMIN_TOKENS" "databaseUrl" "DATABASE_URL" "redisUrl" "REDIS_URL" }}
+{{- $variables := include "meterd.secretVariables" . | fromYaml }}
 {{- range $field, $variable := $variables }}
 {{- with index $.Values.secrets $field }}
 {{ $variable }}: {{ . | toString | b64enc | quote }}
@@ -198,12 +209,39 @@ existingSecret the reference is hashed: a change inside that Secret needs a roll
 {{- if and .Values.service.headless (ne .Values.service.type "ClusterIP") }}
 {{- fail "service.headless needs service.type ClusterIP" }}
 {{- end }}
+{{- include "meterd.validateSecrets" . }}
 {{- if .Values.autoscaling.enabled }}
 {{- if gt (int64 .Values.autoscaling.minReplicas) (int64 .Values.autoscaling.maxReplicas) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
 {{- if and (not .Values.autoscaling.targetCPUUtilizationPercentage) (not .Values.autoscaling.targetMemoryUtilizationPercentage) }}
 {{- fail "autoscaling needs targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pairings meterd refuses at startup, refused at render instead: STRIPE_SECRET_KEY without
+STRIPE_WEBHOOK_SECRET, and ALERT_WEBHOOK_URLS without an ALERT_WEBHOOK_SECRET of at least 16
+characters. With existingSecret only the key names can be checked (the values are not visible).
+*/}}
+{{- define "meterd.validateSecrets" -}}
+{{- $alertUrls := include "meterd.envValue" .Values.config.ALERT_WEBHOOK_URLS | trim }}
+{{- if .Values.existingSecret }}
+{{- $keys := .Values.existingSecretKeys }}
+{{- if and $keys.stripeSecretKey (not $keys.stripeWebhookSecret) }}
+{{- fail "existingSecretKeys.stripeSecretKey needs existingSecretKeys.stripeWebhookSecret: meterd refuses STRIPE_SECRET_KEY without STRIPE_WEBHOOK_SECRET (credits are granted only from signed webhooks)" }}
+{{- end }}
+{{- if and $alertUrls (not $keys.alertWebhookSecret) }}
+{{- fail "config.ALERT_WEBHOOK_URLS needs existingSecretKeys.alertWebhookSecret: the key of existingSecret holding ALERT_WEBHOOK_SECRET (at least 16 characters; receivers verify the signature)" }}
+{{- end }}
+{{- else }}
+{{- $secrets := .Values.secrets }}
+{{- if and $secrets.stripeSecretKey (not $secrets.stripeWebhookSecret) }}
+{{- fail "secrets.stripeSecretKey needs secrets.stripeWebhookSecret: meterd refuses STRIPE_SECRET_KEY without STRIPE_WEBHOOK_SECRET (credits are granted only from signed webhooks)" }}
+{{- end }}
+{{- if and $alertUrls (not (regexMatch "^[\\s\\S]{16,}$" (toString $secrets.alertWebhookSecret))) }}
+{{- fail "config.ALERT_WEBHOOK_URLS needs secrets.alertWebhookSecret of at least 16 characters: meterd signs every alert delivery with ALERT_WEBHOOK_SECRET and refuses to start without it" }}
 {{- end }}
 {{- end }}
 {{- end }}
