@@ -6,7 +6,7 @@ import {
   GrantKind, reservationStateToJSON, type Account, type LedgerEntry, type Reservation,
 } from '../gen/meterd/v1/types.js';
 import { addClientOptions, withConnection, type ClientOptions } from './client-options.js';
-import { printResult, renderTable } from './output.js';
+import { examples, printResult, renderTable } from './output.js';
 import { collect, collectLabel, integerBetween, parseCredits, parseTime, parseUnits } from './parse.js';
 
 /**
@@ -24,9 +24,6 @@ const LEDGER_CHANGE_FIELDS = [
   'trial', 'allowance', 'promo', 'pack', 'overage', 'held', 'charged', 'chargedOverage', 'shortfall',
 ] as const satisfies ReadonlyArray<keyof LedgerEntry>;
 
-function examples(...lines: string[]): string {
-  return `\nExamples:\n${lines.map((line) => `  $ ${line}`).join('\n')}\n`;
-}
 
 /** A reservation with its state by name (HELD, COMMITTED, ...) in both output forms. */
 function presentReservation(reservation: Reservation): Record<string, unknown> {

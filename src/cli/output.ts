@@ -16,6 +16,11 @@ function jsonReplacer(_key: string, value: unknown): unknown {
   return typeof value === 'bigint' ? value.toString() : value;
 }
 
+/** The "Examples:" block of a command's --help. */
+export function examples(...lines: string[]): string {
+  return `\nExamples:\n${lines.map((line) => `  $ ${line}`).join('\n')}\n`;
+}
+
 export function toJson(value: unknown): string {
   return JSON.stringify(value, jsonReplacer, 2);
 }

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
+import { addBillingCommands } from './billing-commands.js';
 import { addCheckConfigCommand } from './check-config.js';
 import { addClientCommands } from './client-commands.js';
 import { addServerCommands } from './server-commands.js';
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   addServerCommands(program);
   addCheckConfigCommand(program);
   addClientCommands(program);
+  addBillingCommands(program);
   program.addHelpText('after', `
 Server commands read their settings from environment variables (README: Configuration).
 Client commands talk to a running meterd over gRPC: --address (METERD_ADDRESS, default 127.0.0.1:50051),

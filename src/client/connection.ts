@@ -12,6 +12,10 @@ import {
   CommitReservationRequest, ExtendReservationRequest, GetBalanceRequest, MeteringServiceClient, ReleaseReservationRequest,
   ReserveCreditsRequest,
 } from '../gen/meterd/v1/metering_service.js';
+import {
+  CreateCheckoutSessionRequest, GetAutoRefillRequest, ListCreditPacksRequest, SetAutoRefillRequest, SetStripeCustomerRequest,
+  WatchAlertsRequest, type Alert,
+} from '../gen/meterd/v1/billing.js';
 import type { DeepPartial } from '../gen/meterd/v1/types.js';
 import { errorInfoOf } from '../grpc/status-details.js';
 
@@ -97,7 +101,10 @@ export interface MeterdConnection {
   metering: Pick<Calls<MeteringServiceClient>,
     'reserveCredits' | 'commitReservation' | 'releaseReservation' | 'extendReservation' | 'getBalance'>;
   admin: Pick<Calls<AdminServiceClient>,
-    'upsertAccount' | 'getAccount' | 'changePlan' | 'grantCredits' | 'adjustCredits' | 'refundCharge' | 'getUsage' | 'listLedgerEntries'>;
+    'upsertAccount' | 'getAccount' | 'changePlan' | 'grantCredits' | 'adjustCredits' | 'refundCharge' | 'getUsage' | 'listLedgerEntries'
+    | 'listCreditPacks' | 'createCheckoutSession' | 'setStripeCustomer' | 'setAutoRefill' | 'getAutoRefill'>;
+  /** WatchAlerts: calls onAlert for each alert until the stream ends, fails, or `signal` aborts (no deadline). */
+  watchAlerts(request: DeepPartial<WatchAlertsRequest>, onAlert: (alert: Alert) => void, signal?: AbortSignal): Promise<void>;
   /** Raw generated clients, for streaming or per-call options the helpers do not cover. */
   clients: { metering: MeteringServiceClient; admin: AdminServiceClient };
   close(): void;
@@ -137,7 +144,24 @@ export function connectMeterd(options: ConnectOptions): MeterdConnection {
       refundCharge: a(admin.refundCharge, RefundChargeRequest),
       getUsage: a(admin.getUsage, GetUsageRequest),
       listLedgerEntries: a(admin.listLedgerEntries, ListLedgerEntriesRequest),
+      listCreditPacks: a(admin.listCreditPacks, ListCreditPacksRequest),
+      createCheckoutSession: a(admin.createCheckoutSession, CreateCheckoutSessionRequest),
+      setStripeCustomer: a(admin.setStripeCustomer, SetStripeCustomerRequest),
+      setAutoRefill: a(admin.setAutoRefill, SetAutoRefillRequest),
+      getAutoRefill: a(admin.getAutoRefill, GetAutoRefillRequest),
     },
+    watchAlerts: (request, onAlert, signal) => new Promise<void>((resolve, reject) => {
+      const stream = admin.watchAlerts(WatchAlertsRequest.fromPartial(request), metadata());
+      const abort = () => stream.cancel();
+      signal?.addEventListener('abort', abort, { once: true });
+      stream.on('data', onAlert);
+      stream.on('end', resolve);
+      stream.on('error', (err: ServiceError) => {
+        signal?.removeEventListener('abort', abort);
+        if (err.code === status.CANCELLED && signal?.aborted) resolve();
+        else reject(err);
+      });
+    }),
     clients: { metering, admin },
     close() {
       metering.close();
