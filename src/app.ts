@@ -7,6 +7,7 @@ import { startGrpcServer, stopGrpcServer } from './grpc/server.js';
 import { sendJson, startHttpServer } from './observability/http-server.js';
 import { MeterdMetrics } from './observability/metrics.js';
 import { Readiness } from './observability/readiness.js';
+import { startAlerts } from './alerts/index.js';
 import { METERD_VERSION } from './version.js';
 import type { CallObserver } from './grpc/wrap-unary.js';
 import type { Logger } from './observability/logger.js';
@@ -103,6 +104,8 @@ export async function startMeterd(options: {
   const sweeper = new ExpirySweeper(store, settings.sweepIntervalMs, logger.child({ component: 'sweeper' }),
     metrics.expired, () => metrics.error('sweep_failed'));
   if (database) await rebuildIfRedisLost(database, store, product, clock, logger);
+  // Balance alerts: WatchAlerts' feed, and webhook deliveries when ALERT_WEBHOOK_URLS is set.
+  const alerts = database ? await startAlerts({ settings, database, logger, onDeliveryOutcome: metrics.alertDelivered }) : undefined;
   let flusher: LedgerFlusher | undefined;
   if (database) {
     const streams = new LedgerStreams(redis, settings.redisKeyPrefix);
@@ -112,7 +115,14 @@ export async function startMeterd(options: {
       intervalMs: settings.flushIntervalMs,
       reclaimIdleMs: settings.flushReclaimIdleMs,
       backlogAlarmEvents: settings.flushBacklogAlarmEvents,
-      observer: metrics.flush,
+      observer: {
+        ...metrics.flush,
+        flushed: (events, nowMs) => {
+          metrics.flush.flushed(events, nowMs);
+          // Alerts just written: deliver them now rather than at the next poll.
+          if (events.some((e) => e.kind === 'alert')) alerts?.nudge();
+        },
+      },
     }, logger.child({ component: 'flusher' }));
   }
   const authorize = tokenAuthorizer(settings.dataPlaneTokens, settings.adminTokens);
@@ -124,7 +134,9 @@ export async function startMeterd(options: {
     started: metrics.callStarted,
     observe: observeCall ? (...call) => { metrics.callFinished(...call); observeCall(...call); } : metrics.callFinished,
     ...(database ? { ledger: new PostgresLedgerReader(database) } : {}),
+    ...(alerts ? { alerts: alerts.feed } : {}),
   }).catch(async (err: unknown) => {
+    await alerts?.stop();
     await database?.end();
     redis.disconnect();
     throw err;
@@ -204,6 +216,7 @@ export async function startMeterd(options: {
       readiness.startDraining();
       readiness.stop();
       if (reconcileTimer) clearInterval(reconcileTimer);
+      await alerts?.stop(); // ends WatchAlerts streams, which would otherwise hold the server for the whole grace
       await stopGrpcServer(grpc.server, settings.shutdownGraceMs);
       await sweeper.stop();
       await flusher?.stop();

@@ -103,8 +103,12 @@ export interface MeterdConnection {
   admin: Pick<Calls<AdminServiceClient>,
     'upsertAccount' | 'getAccount' | 'changePlan' | 'grantCredits' | 'adjustCredits' | 'refundCharge' | 'getUsage' | 'listLedgerEntries'
     | 'listCreditPacks' | 'createCheckoutSession' | 'setStripeCustomer' | 'setAutoRefill' | 'getAutoRefill'>;
-  /** WatchAlerts: calls onAlert for each alert until the stream ends, fails, or `signal` aborts (no deadline). */
-  watchAlerts(request: DeepPartial<WatchAlertsRequest>, onAlert: (alert: Alert) => void, signal?: AbortSignal): Promise<void>;
+  /**
+   * WatchAlerts: calls onAlert for each alert until the stream ends, fails, or `signal` aborts (no
+   * deadline); onStart gets the position the server starts after (header meterd-after-position).
+   */
+  watchAlerts(request: DeepPartial<WatchAlertsRequest>, onAlert: (alert: Alert) => void, signal?: AbortSignal,
+    onStart?: (afterPosition: bigint) => void): Promise<void>;
   /** Raw generated clients, for streaming or per-call options the helpers do not cover. */
   clients: { metering: MeteringServiceClient; admin: AdminServiceClient };
   close(): void;
@@ -150,8 +154,12 @@ export function connectMeterd(options: ConnectOptions): MeterdConnection {
       setAutoRefill: a(admin.setAutoRefill, SetAutoRefillRequest),
       getAutoRefill: a(admin.getAutoRefill, GetAutoRefillRequest),
     },
-    watchAlerts: (request, onAlert, signal) => new Promise<void>((resolve, reject) => {
+    watchAlerts: (request, onAlert, signal, onStart) => new Promise<void>((resolve, reject) => {
       const stream = admin.watchAlerts(WatchAlertsRequest.fromPartial(request), metadata());
+      stream.on('metadata', (headers: Metadata) => {
+        const position = headers.get('meterd-after-position')[0];
+        if (typeof position === 'string' && /^\d+$/.test(position)) onStart?.(BigInt(position));
+      });
       const abort = () => stream.cancel();
       signal?.addEventListener('abort', abort, { once: true });
       stream.on('data', onAlert);

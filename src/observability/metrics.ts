@@ -24,7 +24,7 @@ const CODE_NAMES = new Map<number, string>(Object.entries(status).filter(([, v])
 
 /** Error kinds counted in meterd_errors_total (one fixed set: labels stay bounded). */
 export type ErrorKind = 'redis_unavailable' | 'postgres_unavailable' | 'internal' | 'auth_missing' | 'auth_invalid' | 'auth_forbidden'
-  | 'flush_failed' | 'reconcile_failed' | 'sweep_failed' | 'ledger_conflict';
+  | 'flush_failed' | 'reconcile_failed' | 'sweep_failed' | 'ledger_conflict' | 'alert_delivery_gave_up';
 
 /** Refusals of a call that count as errors of meterd (the rest are answers: denials, bad input). */
 const ERROR_KIND_BY_REASON: Partial<Record<string, ErrorKind>> = {
@@ -112,6 +112,10 @@ export class MeterdMetrics {
     name: 'meterd_reconcile_last_run_timestamp_seconds', help: 'When reconciliation last completed (Unix seconds).', registers: [this.registry],
   });
   private readonly errors = new Counter({ name: 'meterd_errors_total', help: 'Errors by kind.', labelNames: ['kind'], registers: [this.registry] });
+  private readonly alertDeliveries = new Counter({
+    name: 'meterd_alert_deliveries_total', help: 'Alert webhook delivery attempts by outcome: delivered, retrying, gave_up.',
+    labelNames: ['outcome'], registers: [this.registry],
+  });
   private readonly ready = new Gauge({ name: 'meterd_ready', help: '1 when Redis and Postgres answer and meterd is not draining.', registers: [this.registry] });
 
   constructor(build: { version: string }) {
@@ -183,6 +187,11 @@ export class MeterdMetrics {
     for (const repair of outcome.repairs) this.reconcileRepairs.inc({ outcome: repair.outcome });
     this.reconcileLastRun.set(nowMs / 1000);
   }
+
+  readonly alertDelivered = (outcome: string): void => {
+    this.alertDeliveries.inc({ outcome });
+    if (outcome === 'gave_up') this.errors.inc({ kind: 'alert_delivery_gave_up' });
+  };
 
   error(kind: ErrorKind): void {
     this.errors.inc({ kind });

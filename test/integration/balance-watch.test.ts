@@ -1,6 +1,10 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyAlertSignature } from '../../src/alerts/index.js';
+import { connectMeterd } from '../../src/client/connection.js';
+import { AlertKind, type Alert } from '../../src/gen/meterd/v1/billing.js';
 import { GrantKind } from '../../src/gen/meterd/v1/types.js';
+import { startAlertReceiver } from '../support/alert-receiver.js';
 import { rejection } from '../support/grpc-clients.js';
 import { startTestMeterd, type TestMeterd } from '../support/meterd.js';
 
@@ -93,5 +97,57 @@ describe('balance alerts and auto-refill detection', () => {
     await t.meterd.flusher!.drain();
     expect(await refills()).toHaveLength(2);
     await expect(store.setAutoRefillThreshold('nobody', 5n)).rejects.toMatchObject({ reason: 'ACCOUNT_NOT_FOUND' });
+  });
+});
+
+describe('balance alerts end to end', () => {
+  it('a crossing in a script reaches a webhook receiver (signed) and a WatchAlerts stream of the real server', { timeout: 60_000 }, async () => {
+    const receiver = await startAlertReceiver(() => 200);
+    const secret = 'alert-secret-0123456789';
+    const t = await startTestMeterd({ postgres: true, flushLoop: true, env: {
+      ALERT_WEBHOOK_URLS: receiver.url, ALERT_WEBHOOK_SECRET: secret, OUTBOX_POLL_INTERVAL_MS: '50', FLUSH_INTERVAL_MS: '20',
+    } });
+    const connection = connectMeterd({ address: `127.0.0.1:${t.meterd.grpcPort}` });
+    const watching = new AbortController();
+    const streamed: Alert[] = [];
+    try {
+      await t.clients.admin.upsertAccount({ account: {
+        accountId: 'e2e-a', plan: 'jobs_free', parentId: '', trialCredits: 0n, lowBalanceThreshold: 2n, lowBalancePercent: 0, pendingPlan: '',
+      } }); // 3 credits
+      let started!: () => void;
+      const startedAt = new Promise<void>((resolve) => (started = resolve));
+      const watch = connection.watchAlerts({ accountId: 'e2e-a' }, (alert) => {
+        streamed.push(alert);
+        if (streamed.length === 2) watching.abort();
+      }, watching.signal, () => started());
+      await startedAt; // the stream starts from "now": the server has fixed that position
+      const hold = await t.clients.metering.reserveCredits({ accountId: 'e2e-a', feature: 'content_rewrite', credits: 1n, requestId: 'e1', userId: '', labels: {} });
+      await t.clients.metering.commitReservation({ reservationId: hold.reservationId }); // 2 left: low
+      const last = await t.clients.metering.reserveCredits({ accountId: 'e2e-a', feature: 'content_rewrite', credits: 2n, requestId: 'e2', userId: '', labels: {} });
+      await t.clients.metering.commitReservation({ reservationId: last.reservationId }); // 0: exhausted
+
+      const requests = await receiver.received(2);
+      const bodies = requests.map((r) => {
+        expect(verifyAlertSignature(r.rawBody, r.headers, secret)).toBe(true);
+        return JSON.parse(r.rawBody.toString('utf8')) as { type: string; account_id: string; available_credits: string };
+      });
+      expect(bodies.map((b) => [b.type, b.account_id, b.available_credits])).toEqual([
+        ['balance.low', 'e2e-a', '2'], ['balance.exhausted', 'e2e-a', '0'],
+      ]);
+      await watch;
+      expect(streamed.map((a) => [a.kind, a.availableCredits])).toEqual([[AlertKind.ALERT_KIND_LOW, 2n], [AlertKind.ALERT_KIND_EXHAUSTED, 0n]]);
+      // The receiver has answered; the worker records the outcome right after.
+      let text = '';
+      for (let i = 0; i < 100 && !/meterd_alert_deliveries_total\{outcome="delivered"\} 2/.test(text); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        text = await t.meterd.metrics.registry.metrics();
+      }
+      expect(text).toMatch(/meterd_alert_deliveries_total\{outcome="delivered"\} 2/);
+    } finally {
+      watching.abort();
+      connection.close();
+      await t.stop();
+      await receiver.close();
+    }
   });
 });
