@@ -43,11 +43,12 @@ local function watchPool(ctx)
   if ctx.refusedForCredits or available <= 0 then new = 'exh'
   elseif state == 'exh' and available <= getNum(pool, 'alv') then new = 'exh'
   elseif threshold > 0 and available <= threshold then new = 'low' end
-  local figures = cjson.encode({ available = intString(available), threshold = intString(threshold) })
   if new ~= state then
     setText(pool, 'al', new)
     if new == 'exh' then setNum(pool, 'alv', available) end
-    appendEvent(ctx, pool, 'alert', { reason = ALERT_NAMES[new], detail = figures })
+    appendEvent(ctx, pool, 'alert', {
+      reason = ALERT_NAMES[new], detail = cjson.encode({ available = intString(available), threshold = intString(threshold) }),
+    })
   end
   local refillBelow = getNum(pool, 'rft')
   if refillBelow > 0 and available < refillBelow and (pool.f.rfp or '') == '' then
