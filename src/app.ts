@@ -8,6 +8,7 @@ import { sendJson, startHttpServer } from './observability/http-server.js';
 import { MeterdMetrics } from './observability/metrics.js';
 import { Readiness } from './observability/readiness.js';
 import { startAlerts } from './alerts/index.js';
+import { startPayments } from './payments/index.js';
 import { METERD_VERSION } from './version.js';
 import type { CallObserver } from './grpc/wrap-unary.js';
 import type { Logger } from './observability/logger.js';
@@ -125,6 +126,13 @@ export async function startMeterd(options: {
       },
     }, logger.child({ component: 'flusher' }));
   }
+  // Money in (Stripe): checkout, the webhook route, the grant relay, auto-refill, overage reports.
+  const payments = database
+    ? await startPayments({ settings, product, store, database, logger, observer: metrics.payments, clock }).catch(async (err: unknown) => {
+      await alerts?.stop();
+      throw err;
+    })
+    : null;
   const authorize = tokenAuthorizer(settings.dataPlaneTokens, settings.adminTokens);
   if (!authorize) logger.warn('authentication is off: set AUTH_DATA_PLANE_TOKENS and AUTH_ADMIN_TOKENS before exposing the gRPC port');
   if (settings.shadowMode) logger.warn('shadow mode: reserve refusals are counted and reported, never enforced');
@@ -135,7 +143,9 @@ export async function startMeterd(options: {
     observe: observeCall ? (...call) => { metrics.callFinished(...call); observeCall(...call); } : metrics.callFinished,
     ...(database ? { ledger: new PostgresLedgerReader(database) } : {}),
     ...(alerts ? { alerts: alerts.feed } : {}),
+    ...(payments ? { payments: payments.payments } : {}),
   }).catch(async (err: unknown) => {
+    await payments?.stop();
     await alerts?.stop();
     await database?.end();
     redis.disconnect();
@@ -162,8 +172,11 @@ export async function startMeterd(options: {
       const report = await readiness.check();
       sendJson(response, report.ready ? 200 : 503, report);
     },
+    ...payments?.routes,
   }, logger.child({ component: 'http' })).catch(async (err: unknown) => {
     grpc.server.forceShutdown();
+    await payments?.stop();
+    await alerts?.stop();
     await database?.end();
     redis.disconnect();
     throw err;
@@ -220,6 +233,7 @@ export async function startMeterd(options: {
       await stopGrpcServer(grpc.server, settings.shutdownGraceMs);
       await sweeper.stop();
       await flusher?.stop();
+      await payments?.stop();
       await http.close();
       await database?.end();
       await redis.quit().catch(() => redis.disconnect());

@@ -73,3 +73,18 @@ if (BigInt(PRICE_CREDITS_MAX) * BigInt(PRICE_PER_UNITS_MAX) >= 2n ** 53n) throw 
 
 /** Low-balance alerts as a share of the plan's allowance: whole percent. */
 export const LOW_BALANCE_PERCENT_MAX = 100;
+
+/** Credit packs on sale in one product config, and quick-pick amounts offered for a custom quantity. */
+export const CREDIT_PACKS_COUNT_MAX = 20;
+export const QUICK_PICKS_COUNT_MAX = 8;
+/** The largest single charge Stripe accepts: eight digits in the currency's smallest unit ($999,999.99). */
+export const CHARGE_AMOUNT_MINOR_MAX = 99_999_999;
+/** Auto-refill's monthly spending cap (in the smallest currency unit): a bound, not a business rule. */
+export const REFILL_MONTHLY_CAP_MINOR_MAX = 10_000_000_000;
+/** success_url / cancel_url of a Checkout Session. */
+export const URL_LENGTH_MAX = 2_048;
+/** Stripe object ids (cus_..., pm_..., cs_..., pi_...) and idempotency keys are at most 255 characters. */
+export const STRIPE_ID_LENGTH_MAX = 255;
+export const STRIPE_IDEMPOTENCY_KEY_LENGTH_MAX = 255;
+/** A Billing Meter event's identifier is at most 100 characters. */
+export const STRIPE_METER_IDENTIFIER_LENGTH_MAX = 100;

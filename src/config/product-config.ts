@@ -3,8 +3,8 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import {
-  CREDITS_MAX, FEATURES_COUNT_MAX, ID_CHARACTERS_DESCRIPTION, ID_LENGTH_MAX, ID_PATTERN,
-  PLANS_COUNT_MAX, PRICE_CREDITS_MAX, PRICE_PER_UNITS_MAX,
+  CHARGE_AMOUNT_MINOR_MAX, CREDIT_PACKS_COUNT_MAX, CREDITS_MAX, FEATURES_COUNT_MAX, ID_CHARACTERS_DESCRIPTION, ID_LENGTH_MAX, ID_PATTERN,
+  PLANS_COUNT_MAX, PRICE_CREDITS_MAX, PRICE_PER_UNITS_MAX, QUICK_PICKS_COUNT_MAX,
 } from './limits.js';
 
 /** The product config shipped as the default: the commented example next to this file. */
@@ -26,9 +26,33 @@ export interface FeaturePrice {
   minCredits: number;
 }
 
+/** A pack of credits sold at a fixed price (Stripe Checkout, auto-refill). */
+export interface CreditPackPrice {
+  id: string;
+  credits: bigint;
+  /** In the currency's smallest unit (cents for usd). */
+  priceCents: number;
+  /** ISO 4217, lower case as Stripe writes it. */
+  currency: string;
+}
+
+/** Any quantity of credits at a unit price, when the config allows it. */
+export interface CustomQuantityPrice {
+  /** Price of one credit in hundredths of the smallest unit (4 cents = 400): sub-cent prices stay exact. */
+  unitPriceCentiCents: bigint;
+  currency: string;
+  minCredits: bigint;
+  maxCredits: bigint;
+  /** Amounts a buyer can pick with one click (100 / 250 / 500 / 1,000). */
+  quickPicks: bigint[];
+}
+
 export interface ProductConfig {
   plans: ReadonlyMap<string, Plan>;
   features: ReadonlyMap<string, FeaturePrice>;
+  /** Credit packs on sale, in config order (none: only a custom quantity, or no top-ups). */
+  packs: ReadonlyMap<string, CreditPackPrice>;
+  customQuantity: CustomQuantityPrice | null;
   /** The plan table as Lua reads it (see src/redis/lua/includes/plans.lua). */
   planTableText: string;
 }
@@ -54,9 +78,38 @@ const featureSchema = z
     message: 'min_credits needs per_units', path: ['min_credits'],
   });
 
+const currency = z.string().regex(/^[a-z]{3}$/, 'must be a three-letter ISO 4217 code in lower case (usd)');
+const positive = (max: number) => z.number().int('must be a whole number').min(1, 'must be at least 1').max(max);
+
+const packSchema = z.strictObject({
+  id,
+  credits: positive(Number(CREDITS_MAX)),
+  price_cents: positive(CHARGE_AMOUNT_MINOR_MAX),
+  currency,
+});
+
+const customQuantitySchema = z
+  .strictObject({
+    unit_price_centi_cents: positive(CHARGE_AMOUNT_MINOR_MAX * 100),
+    currency,
+    min_credits: positive(Number(CREDITS_MAX)),
+    max_credits: positive(Number(CREDITS_MAX)),
+    quick_picks: z.array(positive(Number(CREDITS_MAX))).max(QUICK_PICKS_COUNT_MAX).optional(),
+  })
+  .refine((c) => c.max_credits >= c.min_credits, { message: 'must be at least min_credits', path: ['max_credits'] })
+  .refine((c) => BigInt(c.max_credits) * BigInt(c.unit_price_centi_cents) <= BigInt(CHARGE_AMOUNT_MINOR_MAX) * 100n, {
+    message: `max_credits × unit_price_centi_cents must stay within one charge (${CHARGE_AMOUNT_MINOR_MAX} in the smallest unit)`,
+    path: ['max_credits'],
+  })
+  .refine((c) => (c.quick_picks ?? []).every((q) => q >= c.min_credits && q <= c.max_credits), {
+    message: 'each quick pick must be within min_credits..max_credits', path: ['quick_picks'],
+  });
+
 const productSchema = z.strictObject({
   plans: z.array(planSchema).min(1, 'needs at least one plan').max(PLANS_COUNT_MAX),
   features: z.array(featureSchema).min(1, 'needs at least one feature').max(FEATURES_COUNT_MAX),
+  packs: z.array(packSchema).max(CREDIT_PACKS_COUNT_MAX).optional(),
+  custom_quantity: customQuantitySchema.optional(),
 });
 
 export class ConfigError extends Error {
@@ -103,8 +156,20 @@ export function parseProductConfig(raw: unknown, source = 'product config'): Pro
     })),
     'features',
   );
+  const packs = uniqueById(
+    (result.data.packs ?? []).map((p) => ({ id: p.id, credits: BigInt(p.credits), priceCents: p.price_cents, currency: p.currency })),
+    'packs',
+  );
+  const custom = result.data.custom_quantity;
+  const customQuantity: CustomQuantityPrice | null = custom === undefined ? null : {
+    unitPriceCentiCents: BigInt(custom.unit_price_centi_cents),
+    currency: custom.currency,
+    minCredits: BigInt(custom.min_credits),
+    maxCredits: BigInt(custom.max_credits),
+    quickPicks: (custom.quick_picks ?? []).map((q) => BigInt(q)),
+  };
   const planTableText = [...plans.values()].map((p) => `|${p.id}/${p.monthlyCredits}/${p.overageLimit}`).join('');
-  return { plans, features, planTableText };
+  return { plans, features, packs, customQuantity, planTableText };
 }
 
 export function loadProductConfig(path: string): ProductConfig {

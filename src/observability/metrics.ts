@@ -3,6 +3,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { DomainError, ErrorReason } from '../domain/errors.js';
 import type { CreditStore } from '../domain/ports.js';
 import type { CallObserver } from '../grpc/wrap-unary.js';
+import type { PaymentsObserver } from '../payments/observer.js';
 import type { FlushObserver } from '../postgres/flusher.js';
 import type { ReconcileOutcome } from '../app.js';
 import type { ScriptObserver } from '../redis/redis-credit-store.js';
@@ -24,7 +25,8 @@ const CODE_NAMES = new Map<number, string>(Object.entries(status).filter(([, v])
 
 /** Error kinds counted in meterd_errors_total (one fixed set: labels stay bounded). */
 export type ErrorKind = 'redis_unavailable' | 'postgres_unavailable' | 'internal' | 'auth_missing' | 'auth_invalid' | 'auth_forbidden'
-  | 'flush_failed' | 'reconcile_failed' | 'sweep_failed' | 'ledger_conflict' | 'alert_delivery_gave_up';
+  | 'flush_failed' | 'reconcile_failed' | 'sweep_failed' | 'ledger_conflict' | 'alert_delivery_gave_up'
+  | 'stripe_webhook_failed' | 'credit_grant_failed' | 'overage_report_failed';
 
 /** Refusals of a call that count as errors of meterd (the rest are answers: denials, bad input). */
 const ERROR_KIND_BY_REASON: Partial<Record<string, ErrorKind>> = {
@@ -116,6 +118,24 @@ export class MeterdMetrics {
     name: 'meterd_alert_deliveries_total', help: 'Alert webhook delivery attempts by outcome: delivered, retrying, gave_up.',
     labelNames: ['outcome'], registers: [this.registry],
   });
+  private readonly stripeWebhooks = new Counter({
+    name: 'meterd_stripe_webhooks_total', help: 'Stripe webhook deliveries by result: processed, duplicate, ignored, invalid_signature, too_large, failed.',
+    labelNames: ['result'], registers: [this.registry],
+  });
+  private readonly creditGrants = new Counter({
+    name: 'meterd_credit_grants_total', help: 'Paid credits applied to Redis from the grant outbox, by source (checkout, refill) and outcome.',
+    labelNames: ['source', 'outcome'], registers: [this.registry],
+  });
+  private readonly refills = new Counter({
+    name: 'meterd_refills_total', help: 'Auto-refill steps by outcome (charged, succeeded, retry_scheduled, failed, skipped_*).',
+    labelNames: ['outcome'], registers: [this.registry],
+  });
+  private readonly overageReports = new Counter({
+    name: 'meterd_overage_reports_total', help: 'Overage meter events sent to Stripe, by outcome.', labelNames: ['outcome'], registers: [this.registry],
+  });
+  private readonly overageReportedCredits = new Counter({
+    name: 'meterd_overage_reported_credits_total', help: 'Overage credits Stripe acknowledged (billed separately).', registers: [this.registry],
+  });
   private readonly ready = new Gauge({ name: 'meterd_ready', help: '1 when Redis and Postgres answer and meterd is not draining.', registers: [this.registry] });
 
   constructor(build: { version: string }) {
@@ -187,6 +207,23 @@ export class MeterdMetrics {
     for (const repair of outcome.repairs) this.reconcileRepairs.inc({ outcome: repair.outcome });
     this.reconcileLastRun.set(nowMs / 1000);
   }
+
+  readonly payments: PaymentsObserver = {
+    webhook: (result) => {
+      this.stripeWebhooks.inc({ result });
+      if (result === 'failed') this.errors.inc({ kind: 'stripe_webhook_failed' });
+    },
+    grant: (source, outcome) => {
+      this.creditGrants.inc({ source, outcome });
+      if (outcome === 'failed') this.errors.inc({ kind: 'credit_grant_failed' });
+    },
+    refill: (outcome) => this.refills.inc({ outcome }),
+    overage: (outcome, credits) => {
+      this.overageReports.inc({ outcome });
+      if (outcome === 'reported') this.overageReportedCredits.inc(Number(credits));
+      else this.errors.inc({ kind: 'overage_report_failed' });
+    },
+  };
 
   readonly alertDelivered = (outcome: string): void => {
     this.alertDeliveries.inc({ outcome });
