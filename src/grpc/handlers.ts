@@ -14,7 +14,8 @@ import { grantKindName, toAccount, toBalance, toLedgerEntry, toReservation, toUs
 import type { AlertFeed } from '../alerts/alert-feed.js';
 import type { Payments } from '../payments/payments.js';
 import { watchAlertsHandler } from './alert-handlers.js';
-import type { Authorizer } from './auth.js';
+import { DATA_PLANE_SERVICE, type Authorizer } from './auth.js';
+import { streamOperationsHandler } from './stream-operations.js';
 import { billingHandlers } from './billing-handlers.js';
 import { wrapUnary, type CallObserver } from './wrap-unary.js';
 
@@ -50,10 +51,14 @@ function wrapAll<S extends UntypedServiceImplementation>(service: string, handle
 /** The request type of a generated handler (handleUnaryCall<Req, Res>). */
 type RequestOf<S, K extends keyof S> = S[K] extends handleUnaryCall<infer R, unknown> ? R : never;
 
-export function meteringHandlers(deps: HandlerDependencies): MeteringServiceServer {
+/**
+ * The data-plane operations, proto in and proto out: the unary RPCs and the operation stream
+ * (stream-operations.ts) run exactly these, so both keep every rule of the engine.
+ */
+export function meteringOperations(deps: HandlerDependencies) {
   const { store, product } = deps;
   type S = MeteringServiceServer;
-  return wrapAll<S>('meterd.v1.MeteringService', {
+  return {
     reserveCredits: async (r: RequestOf<S, 'reserveCredits'>) => toReservation(await store.reserve(parseReserve(product, r))),
     commitReservation: async (r: RequestOf<S, 'commitReservation'>) => {
       const c = await store.commit(parseCommit(r));
@@ -64,8 +69,18 @@ export function meteringHandlers(deps: HandlerDependencies): MeteringServiceServ
       return { ...c, balance: toBalance(c.balance) };
     },
     extendReservation: async (r: RequestOf<S, 'extendReservation'>) => toReservation(await store.extend(parseExtend(r))),
-    getBalance: async (r: RequestOf<S, 'getBalance'>) => toBalance(await store.getBalance(checkId('account_id', r.accountId))),
+  };
+}
+
+export function meteringHandlers(deps: HandlerDependencies): MeteringServiceServer {
+  type S = MeteringServiceServer;
+  type Unary = Omit<S, 'streamOperations'> & UntypedServiceImplementation;
+  const operations = meteringOperations(deps);
+  const unary = wrapAll<Unary>(DATA_PLANE_SERVICE, {
+    ...operations,
+    getBalance: async (r: RequestOf<S, 'getBalance'>) => toBalance(await deps.store.getBalance(checkId('account_id', r.accountId))),
   }, deps);
+  return { ...unary, streamOperations: streamOperationsHandler(deps, operations) } as unknown as S;
 }
 
 export function adminHandlers(deps: HandlerDependencies): AdminServiceServer {
