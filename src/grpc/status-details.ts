@@ -40,15 +40,26 @@ export const STATUS_BY_REASON: Record<ErrorReason, status> = {
 export const ERROR_DOMAIN = 'meterd';
 const ERROR_INFO_TYPE_URL = 'type.googleapis.com/google.rpc.ErrorInfo';
 
+/** A DomainError as google.rpc.Status{code, message, details: [ErrorInfo]} (also an operation's result on the stream). */
+export function toStatus(error: DomainError): Status {
+  const info = ErrorInfo.encode({ reason: error.reason, domain: ERROR_DOMAIN, metadata: error.metadata }).finish();
+  return {
+    code: STATUS_BY_REASON[error.reason],
+    message: error.message,
+    details: [{ typeUrl: ERROR_INFO_TYPE_URL, value: Buffer.from(info) }],
+  };
+}
+
+/** Reads the ErrorInfo out of a google.rpc.Status. */
+export function errorInfoOfStatus(decoded: Status): ErrorInfo | undefined {
+  const any = decoded.details.find((d) => d.typeUrl === ERROR_INFO_TYPE_URL);
+  return any ? ErrorInfo.decode(any.value) : undefined;
+}
+
 /** A DomainError as a gRPC error with google.rpc.Status{ErrorInfo} in grpc-status-details-bin. */
 export function toServiceError(error: DomainError): Partial<ServiceError> {
   const code = STATUS_BY_REASON[error.reason];
-  const info = ErrorInfo.encode({ reason: error.reason, domain: ERROR_DOMAIN, metadata: error.metadata }).finish();
-  const details = Status.encode({
-    code,
-    message: error.message,
-    details: [{ typeUrl: ERROR_INFO_TYPE_URL, value: Buffer.from(info) }],
-  }).finish();
+  const details = Status.encode(toStatus(error)).finish();
   const metadata = new Metadata();
   metadata.set('grpc-status-details-bin', Buffer.from(details));
   return { code, details: error.message, metadata };
@@ -58,7 +69,5 @@ export function toServiceError(error: DomainError): Partial<ServiceError> {
 export function errorInfoOf(error: { metadata?: Metadata }): ErrorInfo | undefined {
   const raw = error.metadata?.get('grpc-status-details-bin')[0];
   if (!raw || typeof raw === 'string') return undefined;
-  const decoded = Status.decode(raw);
-  const any = decoded.details.find((d) => d.typeUrl === ERROR_INFO_TYPE_URL);
-  return any ? ErrorInfo.decode(any.value) : undefined;
+  return errorInfoOfStatus(Status.decode(raw));
 }

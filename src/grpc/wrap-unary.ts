@@ -17,6 +17,23 @@ export interface CallHooks {
 }
 
 /**
+ * What a failed call answers: a DomainError as itself (logged by kind: outages and credential
+ * refusals at warn, ordinary refusals at debug), anything else as INTERNAL with a log line (the
+ * stack never reaches the caller). Shared by the unary wrapper and the operation stream.
+ */
+export function refusalOf(err: unknown, method: string, logger: Logger, peer: () => string): DomainError {
+  if (!(err instanceof DomainError)) {
+    logger.error({ method, err }, 'unexpected error in handler');
+    return new DomainError(ErrorReason.INTERNAL, 'internal error');
+  }
+  if (err.reason === ErrorReason.BACKEND_UNAVAILABLE) logger.warn({ method, err }, 'credit store unavailable');
+  else if (err.reason === ErrorReason.TOKEN_INVALID || err.reason === ErrorReason.PERMISSION_DENIED) {
+    logger.warn({ method, reason: err.reason, peer: peer() }, 'call refused: credentials');
+  } else logger.debug({ method, reason: err.reason }, 'request refused');
+  return err;
+}
+
+/**
  * The one wrapper around every handler: handlers only map proto ↔ domain and may throw.
  * Authentication runs first; a DomainError becomes its status with ErrorInfo; anything else becomes
  * INTERNAL with a generic message and a log line (the stack never reaches the caller).
@@ -44,17 +61,7 @@ export function wrapUnary<Req, Res>(
         callback(null, response);
       },
       (err: unknown) => {
-        let domainError: DomainError;
-        if (err instanceof DomainError) {
-          domainError = err;
-          if (err.reason === ErrorReason.BACKEND_UNAVAILABLE) logger.warn({ method, err }, 'credit store unavailable');
-          else if (err.reason === ErrorReason.TOKEN_INVALID || err.reason === ErrorReason.PERMISSION_DENIED) {
-            logger.warn({ method, reason: err.reason, peer: call.getPeer() }, 'call refused: credentials');
-          } else logger.debug({ method, reason: err.reason }, 'request refused');
-        } else {
-          logger.error({ method, err }, 'unexpected error in handler');
-          domainError = new DomainError(ErrorReason.INTERNAL, 'internal error');
-        }
+        const domainError = refusalOf(err, method, logger, () => call.getPeer());
         const serviceError = toServiceError(domainError);
         observe(service, method, serviceError.code ?? status.INTERNAL, seconds(), domainError.reason);
         callback(serviceError, null);

@@ -20,7 +20,8 @@ import type { RedisConnection } from './redis-connection.js';
 import {
   decodeAccount, decodeBalance, decodeCommit, decodeRelease, decodeReservation, decodeSweep, decodeUsage, type Reply,
 } from './replies.js';
-import { buildLibrary, type ScriptLibrary } from './script-loader.js';
+import { BATCHABLE_SCRIPTS, buildLibrary, type ScriptLibrary } from './script-loader.js';
+import { PartitionBatcher, type BatchedCall } from './partition-batcher.js';
 import { scriptRefusal, type ErrorContext } from './script-errors.js';
 
 export type ScriptName =
@@ -90,6 +91,7 @@ function isScriptBug(err: unknown): boolean {
 
 /** The scripts as one Redis Function library, built once per process. */
 const LIBRARY: ScriptLibrary = buildLibrary();
+const BATCHABLE: ReadonlySet<string> = new Set(BATCHABLE_SCRIPTS);
 
 export class RedisCreditStore implements CreditStore {
   private readonly movedAccounts = new Map<string, number>();
@@ -117,23 +119,48 @@ export class RedisCreditStore implements CreditStore {
     await Promise.all(nodes.map((node) => node.call('FUNCTION', 'LOAD', 'REPLACE', LIBRARY.code)));
   }
 
+  /** The shared arguments every script gets first (see lua/includes/context.lua). */
+  private sharedArgs(): string[] {
+    return [String(this.clock.nowMs()), this.product.planTableText, ms(SETTLED_RESERVATION_RETENTION_SECONDS), String(LAZY_EXPIRY_BATCH_MAX)];
+  }
+
+  /** FCALL of one library function, loading the library once when Redis lost it (the call did not run). */
+  private async fcall(name: string, partition: number, args: string[]): Promise<unknown> {
+    const call = () => this.redis.fcall(name, 1, partitionPrefix(this.keyPrefix, partition), ...args);
+    try {
+      return await call();
+    } catch (err) {
+      if (!(err instanceof Error) || !/Function not found/i.test(err.message)) throw err;
+      await this.loadScripts();
+      return call();
+    }
+  }
+
+  /** Sends the calls one tick gathered for a partition: alone as itself, together as one batch call. */
+  private readonly sendBatch = async (partition: number, calls: BatchedCall[]): Promise<void> => {
+    const [only] = calls;
+    if (calls.length === 1 && only) {
+      only.resolve(await this.fcall(LIBRARY.functions.get(only.script) as string, partition, [...this.sharedArgs(), ...only.args]) as string);
+      return;
+    }
+    const args = [...this.sharedArgs(), String(calls.length)];
+    for (const call of calls) args.push(call.script, String(call.args.length), ...call.args);
+    const replies = await this.fcall(LIBRARY.batchFunction, partition, args) as string[];
+    calls.forEach((call, i) => call.resolve(replies[i] as string));
+  };
+
+  private readonly batcher = new PartitionBatcher(this.sendBatch);
+
   /** Runs a script in one partition with the shared arguments first (see lua/includes/context.lua). */
   private async run(script: ScriptName, partition: number, args: string[], context: ErrorContext = {}, followsMoved = false): Promise<Reply> {
     const name = LIBRARY.functions.get(script);
     if (name === undefined) throw new Error(`no Lua script ${script}`);
-    const shared = [String(this.clock.nowMs()), this.product.planTableText, ms(SETTLED_RESERVATION_RETENTION_SECONDS), String(LAZY_EXPIRY_BATCH_MAX)];
-    const call = () => this.redis.fcall(name, 1, partitionPrefix(this.keyPrefix, partition), ...shared, ...args) as Promise<string>;
     const started = process.hrtime.bigint();
     let raw: string;
     try {
-      try {
-        raw = await call();
-      } catch (err) {
-        // The function did not run: safe to load the library and call once more.
-        if (!(err instanceof Error) || !/Function not found/i.test(err.message)) throw err;
-        await this.loadScripts();
-        raw = await call();
-      }
+      raw = BATCHABLE.has(script)
+        ? await this.batcher.call(partition, script, args)
+        : await this.fcall(name, partition, [...this.sharedArgs(), ...args]) as string;
     } catch (err) {
       this.observe(script, Number(process.hrtime.bigint() - started) / 1e9, 'error');
       if (isScriptBug(err)) throw err;

@@ -62,6 +62,35 @@ export interface ScriptLibrary {
   code: string;
   /** Script name → the Redis Function to FCALL. */
   functions: Map<string, string>;
+  /** The function that runs several calls of BATCHABLE_SCRIPTS in one partition, one after another. */
+  batchFunction: string;
+}
+
+/** The data-plane scripts that may run together in one Redis call (RedisCreditStore's batcher). */
+export const BATCHABLE_SCRIPTS = ['reserveCredits', 'commitReservation', 'releaseReservation', 'extendReservation', 'getBalance'] as const;
+
+/**
+ * The batch function: ARGV = the 4 shared arguments, then a count, then per call its script name,
+ * its number of arguments and the arguments. Each call runs exactly as alone (its own context, its
+ * own checks before its first write); the reply is the list of their JSON replies, in order.
+ */
+function batchFunction(): string {
+  const table = BATCHABLE_SCRIPTS.map((name) => `${name} = script_${name}`).join(', ');
+  return `local BATCHABLE = { ${table} }
+local function script_batch(KEYS, ARGV)
+  local count = tonumber(ARGV[5])
+  local at = 6
+  local replies = {}
+  for call = 1, count do
+    local run = BATCHABLE[ARGV[at]]
+    local argc = tonumber(ARGV[at + 1])
+    local args = { ARGV[1], ARGV[2], ARGV[3], ARGV[4] }
+    for k = 1, argc do args[4 + k] = ARGV[at + 1 + k] end
+    at = at + 2 + argc
+    replies[call] = run(KEYS, args)
+  end
+  return replies
+end`;
 }
 
 /** All scripts as one Redis Function library (Redis ≥ 7.0). */
@@ -75,10 +104,15 @@ export function buildLibrary(directory = LUA_DIRECTORY): ScriptLibrary {
   for (const script of scripts) {
     parts.push(`local function script_${script.name}(KEYS, ARGV)\n${script.body}\nend`);
   }
+  parts.push(batchFunction());
   const definitions = parts.join('\n');
   const version = createHash('sha256').update(definitions).digest('hex').slice(0, 12);
   const functions = new Map(scripts.map((s) => [s.name, `${s.name}_${version}`]));
-  const registrations = scripts.map((s) => `redis.register_function('${functions.get(s.name)}', script_${s.name})`);
+  const batch = `batch_${version}`;
+  const registrations = [
+    ...scripts.map((s) => `redis.register_function('${functions.get(s.name)}', script_${s.name})`),
+    `redis.register_function('${batch}', script_batch)`,
+  ];
   const name = `meterd_${version}`;
-  return { name, code: `#!lua name=${name}\n${definitions}\n${registrations.join('\n')}\n`, functions };
+  return { name, code: `#!lua name=${name}\n${definitions}\n${registrations.join('\n')}\n`, functions, batchFunction: batch };
 }
