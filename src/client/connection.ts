@@ -114,19 +114,24 @@ export interface MeterdConnection {
   close(): void;
 }
 
+/**
+ * A call's metadata: the bearer token, if any. Per-call metadata rather than call credentials:
+ * grpc-js refuses call credentials on a plaintext channel, and a sidecar on localhost often runs
+ * without TLS but with tokens.
+ */
+export function callMetadata(token: string | undefined): Metadata {
+  const md = new Metadata();
+  if (token) md.set('authorization', `Bearer ${token}`);
+  return md;
+}
+
 export function connectMeterd(options: ConnectOptions): MeterdConnection {
   const creds = channelCredentials(options.tls);
   // One channel for both services (one HTTP/2 connection); responses up to a full ledger page.
   const channel = new Channel(options.address, creds, { 'grpc.max_receive_message_length': GRPC_RESPONSE_BYTES_MAX });
   const metering = new MeteringServiceClient(options.address, creds, { channelOverride: channel });
   const admin = new AdminServiceClient(options.address, creds, { channelOverride: channel });
-  // Per-call metadata rather than call credentials: grpc-js refuses call credentials on a plaintext
-  // channel, and a sidecar on localhost often runs without TLS but with tokens.
-  const metadata = (): Metadata => {
-    const md = new Metadata();
-    if (options.token) md.set('authorization', `Bearer ${options.token}`);
-    return md;
-  };
+  const metadata = (): Metadata => callMetadata(options.token);
   const deadlineMs = options.deadlineMs ?? CALL_DEADLINE_MS_DEFAULT;
   const m = <Req, Res>(method: UnaryMethod<Req, Res>, fns: RequestFns<Req>) => bind(metering, method, fns, metadata, deadlineMs);
   const a = <Req, Res>(method: UnaryMethod<Req, Res>, fns: RequestFns<Req>) => bind(admin, method, fns, metadata, deadlineMs);

@@ -61,11 +61,16 @@ export function streamOperationsHandler(deps: HandlerDependencies, operations: O
       }
     };
     // Slow readers: stop reading new operations until the results already written are taken.
+    let paused = false;
     const send = (result: OperationResult) => {
       if (closed || call.cancelled) return;
-      if (!call.write(result)) {
+      if (!call.write(result) && !paused) {
+        paused = true;
         call.pause();
-        call.once('drain', () => call.resume());
+        call.once('drain', () => {
+          paused = false;
+          call.resume();
+        });
       }
     };
     call.on('data', (request: OperationRequest) => {
