@@ -12,6 +12,7 @@
  * usually does it. bench/run.ts runs it at the same concurrency as meterd's unary part.
  */
 import pg from 'pg';
+import { inTransaction } from '../src/postgres/transaction.js';
 
 export interface PostgresDesign {
   pool: pg.Pool;
@@ -34,20 +35,7 @@ export async function setUpPostgresDesign(databaseUrl: string, options: { poolSi
     [options.idPrefix, options.balance.toString(), options.accounts]);
   await pool.query('VACUUM ANALYZE accounts');
 
-  async function transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await pool.connect();
-    try {
-      await client.query('BEGIN');
-      const result = await work(client);
-      await client.query('COMMIT');
-      return result;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
-  }
+  const transaction = <T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> => inTransaction(pool, work);
 
   const settle = (holdId: string, spend: boolean) => transaction(async (client) => {
     const hold = await client.query<{ account_id: string; amount: string }>('DELETE FROM holds WHERE id = $1 RETURNING account_id, amount', [holdId]);

@@ -4,7 +4,7 @@ import type { Logger } from '../observability/logger.js';
 import { BackgroundLoop } from './background-loop.js';
 import { isRefillGrant } from './ids.js';
 import type { PaymentsObserver } from './observer.js';
-import { backoffMs, inTransaction } from './transactions.js';
+import { backoffMs, inTransaction } from '../postgres/transaction.js';
 
 /** Outbox rows applied per transaction (each is one Redis script call). */
 export const GRANT_BATCH_MAX = 100;

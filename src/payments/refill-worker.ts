@@ -10,7 +10,7 @@ import { refillGrantId, refillIdempotencyKey, refillRetryIdempotencyKey } from '
 import type { PaymentsObserver } from './observer.js';
 import { AUTO_REFILL_COLUMNS, type AutoRefillRow, type RefillThresholdStore } from './auto-refill-settings.js';
 import { describeStripeError, stripeErrorKind } from './stripe-client.js';
-import { backoffMs, inTransaction } from './transactions.js';
+import { backoffMs, inTransaction } from '../postgres/transaction.js';
 
 /** Refills handled per pass (each may be one Stripe call). */
 export const REFILL_BATCH_MAX = 20;

@@ -7,7 +7,7 @@ import { METADATA_SOURCE } from './checkout.js';
 import { checkoutGrantId } from './ids.js';
 import type { PaymentsObserver } from './observer.js';
 import { markRefillSucceeded } from './refill-worker.js';
-import { inTransaction } from './transactions.js';
+import { inTransaction } from '../postgres/transaction.js';
 
 /** What handling an event did, stored in stripe_events.outcome for the operator. */
 export type EventOutcome =

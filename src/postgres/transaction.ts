@@ -1,6 +1,6 @@
 import type pg from 'pg';
 
-/** Runs `work` in one transaction on one pooled connection: COMMIT on return, ROLLBACK on throw. */
+/** Runs `work` in one transaction on one pooled connection: COMMIT on return, ROLLBACK on throw (payments, the benchmark). */
 export async function inTransaction<T>(database: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await database.connect();
   try {
