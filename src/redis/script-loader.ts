@@ -72,12 +72,14 @@ export const BATCHABLE_SCRIPTS = ['reserveCredits', 'commitReservation', 'releas
 /**
  * The batch function: ARGV = the 4 shared arguments, then a count, then per call its script name,
  * its number of arguments and the arguments. Each call runs exactly as alone (its own context, its
- * own checks before its first write); the reply is the list of their JSON replies, in order.
+ * own checks before its first write) on records shared by the batch and saved once at its end (see
+ * beginBatch in includes/context.lua); the reply is the list of their JSON replies, in order. A
+ * Lua error (a bug) still saves what the calls did, as each would have on its own, then raises.
  */
 function batchFunction(): string {
   const table = BATCHABLE_SCRIPTS.map((name) => `${name} = script_${name}`).join(', ');
   return `local BATCHABLE = { ${table} }
-local function script_batch(KEYS, ARGV)
+local function runBatch(KEYS, ARGV)
   local count = tonumber(ARGV[5])
   local at = 6
   local replies = {}
@@ -90,6 +92,13 @@ local function script_batch(KEYS, ARGV)
     replies[call] = run(KEYS, args)
   end
   return replies
+end
+local function script_batch(KEYS, ARGV)
+  beginBatch()
+  local ok, result = pcall(runBatch, KEYS, ARGV)
+  endBatch()
+  if not ok then error(result) end
+  return result
 end`;
 }
 

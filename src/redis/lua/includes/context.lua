@@ -11,6 +11,14 @@
 ]]
 local SCRIPT_ARGS = 5
 
+--[[
+  In a batch (the library's batch function), the calls share one record cache and their records
+  are saved once, at the end: a hot pool is read and written once per batch instead of once per
+  call. Only records (account and reservation hashes) go through the cache, and every other key is
+  read and written directly, so no call reads what an earlier call of the batch left unsaved.
+]]
+local batchRecords = nil
+
 local function newContext(KEYS, ARGV)
   return {
     P = KEYS[1],
@@ -18,7 +26,7 @@ local function newContext(KEYS, ARGV)
     plans = ARGV[2],
     settledRetentionMs = ARGV[3],
     lazyExpiryMax = tonumber(ARGV[4]),
-    records = {},
+    records = batchRecords or {},
   }
 end
 
@@ -39,7 +47,18 @@ local function newRecord(ctx, key)
 end
 
 local function saveAll(ctx)
+  if batchRecords then return end -- the batch saves them all once it ends
   for _, record in pairs(ctx.records) do saveRecord(record) end
+end
+
+local function beginBatch()
+  batchRecords = {}
+end
+
+local function endBatch()
+  local records = batchRecords or {}
+  batchRecords = nil
+  for _, record in pairs(records) do saveRecord(record) end
 end
 
 -- Replies are JSON objects whose amounts are decimal strings; errors carry `e` = the reason.
