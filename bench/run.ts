@@ -15,11 +15,11 @@
  *   6 ledger flush into Postgres: drain events/s, commit → Postgres lag at --flush-rate commits/s (bench/flush.ts)
  *   7 Redis bytes per idle account (a redis-server of its own) and meterd's resident memory under load
  *
- * meterd and the empty server run as child processes (`node --import tsx …`), so the load generator
+ * meterd (built: node dist/src/main.js) and the empty server run as child processes, so the load generator
  * (this process) never shares an event loop with them; CPU of client, server and Redis is sampled from
  * /proc and INFO for every closed-loop run. Writes bench/results/<timestamp>.json, latest.json, latest.svg.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -445,7 +445,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     quick: options.quick, secondsPerRun: options.seconds, concurrency: options.concurrency, accounts: options.accounts,
     openLoopRate: options.rate, flushRate: options.flushRate, redisInflight: options.redisInflight, parts: options.parts,
     workload: `Reserve ${FEATURE} (1 credit) then Commit (95%) or Release (5%); one gRPC channel (one HTTP/2 connection) from one client process`,
-    meterd: 'child process `node --import tsx src/main.ts serve`, LOG_LEVEL=warn, auth off, ledger flush on (FLUSH_* defaults), product.example.yaml',
+    meterd: 'child process `node dist/src/main.js serve` (built by the run), LOG_LEVEL=warn, auth off, ledger flush on (FLUSH_* defaults), product.example.yaml',
     redis: `${options.redisUrl} (shared machine Redis, own key prefix); part 7 on a redis-server of its own`,
     postgres: `${new URL(databaseServerUrl).host}, throwaway databases created and dropped by the run`,
   };
@@ -496,7 +496,11 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       const profileDir = join(options.out, 'profile');
       if (options.profile) mkdirSync(profileDir, { recursive: true });
       log(`starting meterd (grpc ${grpcPort}, http ${httpPort}, key prefix ${keyPrefix}, database ${new URL(meterdDatabaseUrl).pathname.slice(1)})${options.profile ? ' with --cpu-prof' : ''}`);
-      meterd = startChild([...(options.profile ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []), '--import', 'tsx', 'src/main.ts', 'serve'], {
+      // The built service, as production runs it (tsx would compile TypeScript inside the measured process).
+      // build:dist, not build: regenerating src/gen would race the tests that import it when npm test runs the smoke run.
+      log('building meterd (npm run build:dist)');
+      execFileSync('npm', ['run', 'build:dist', '--silent'], { cwd: REPO_ROOT, stdio: 'ignore' });
+      meterd = startChild([...(options.profile ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []), 'dist/src/main.js', 'serve'], {
         ...process.env, REDIS_URL: options.redisUrl, REDIS_KEY_PREFIX: keyPrefix, DATABASE_URL: meterdDatabaseUrl,
         GRPC_HOST: '127.0.0.1', GRPC_PORT: String(grpcPort), HTTP_HOST: '127.0.0.1', HTTP_PORT: String(httpPort),
         LOG_LEVEL: 'warn', AUTH_DATA_PLANE_TOKENS: '', AUTH_ADMIN_TOKENS: '', METERD_CONFIG: EXAMPLE_PRODUCT_CONFIG_PATH,
@@ -623,7 +627,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       });
     }
     if (meterd) {
-      parts.meterdResidentMb = { idleAtStart: meterdIdleRssMb, peakUnderLoad: rssPeakMb, atEnd: residentMb(meterd.pid), runner: 'node --import tsx (TypeScript compiled in-process)' };
+      parts.meterdResidentMb = { idleAtStart: meterdIdleRssMb, peakUnderLoad: rssPeakMb, atEnd: residentMb(meterd.pid), runner: 'node dist/src/main.js (built)' };
       log(`meterd resident memory: peak ${rssPeakMb.toFixed(0)} MB under load`);
     }
     clients?.close();
@@ -906,7 +910,7 @@ function buildRows(parts: Record<string, unknown>, options: BenchOptions): Row[]
     add({ part: 7, figure: 'Redis bytes per idle account (upsert + one grant)', value: Math.round(memory.withGrant.bytesPerAccount), unit: 'B', target: '≤ 512 B', pass: memory.withGrant.bytesPerAccount <= 512, note: `upsert only: ${Math.round(memory.upsertOnly.bytesPerAccount)} B` });
   } else na(7, 'Redis bytes per idle account', 'B', '≤ 512 B');
   const rss = parts.meterdResidentMb as { peakUnderLoad: number; idleAtStart: number } | undefined;
-  if (rss && rss.peakUnderLoad > 0) add({ part: 7, figure: 'meterd resident memory under load (peak VmRSS)', value: Math.round(rss.peakUnderLoad), unit: 'MB', target: '≤ 150 MB', pass: rss.peakUnderLoad <= 150, note: `idle after start: ${Math.round(rss.idleAtStart)} MB; run under node --import tsx` });
+  if (rss && rss.peakUnderLoad > 0) add({ part: 7, figure: 'meterd resident memory under load (peak VmRSS)', value: Math.round(rss.peakUnderLoad), unit: 'MB', target: '≤ 150 MB', pass: rss.peakUnderLoad <= 150, note: `idle after start: ${Math.round(rss.idleAtStart)} MB; node dist/src/main.js` });
   else na(7, 'meterd resident memory under load', 'MB', '≤ 150 MB');
   return rows;
 }

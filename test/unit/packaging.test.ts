@@ -214,7 +214,7 @@ const assetReferences = sourceFiles('src').flatMap((file) =>
 );
 
 /** The paths the build script copies from the repo into dist/ (`fs.cpSync(d, 'dist/' + d)`). */
-const buildCopies = [...(/\[([^\]]*)\]/.exec(packageJson.scripts.build ?? '')?.[1] ?? '').matchAll(/'([^']+)'/g)].map((m) => normalize(m[1] as string));
+const buildCopies = [...(/\[([^\]]*)\]/.exec(packageJson.scripts['build:dist'] ?? packageJson.scripts.build ?? '')?.[1] ?? '').matchAll(/'([^']+)'/g)].map((m) => normalize(m[1] as string));
 
 describe('files the service reads at run time', () => {
   it('finds the asset references (the Lua scripts, the migrations, the example product config at least)', () => {
