@@ -76,19 +76,26 @@ export class LedgerFlusher {
     this.observer = options.observer ?? IGNORE;
   }
 
-  /** Reads up to batchEventsMax events round-robin over the partitions and flushes them in one transaction. */
+  /**
+   * Reads up to batchEventsMax events and flushes them in one transaction. Every partition is read
+   * at once for a fair share (one round trip, not one per partition), then partitions that had more
+   * are topped up in turn, starting at a rotating one, until the batch is full.
+   */
   async flushOnce(): Promise<FlushResult> {
-    const batches: Array<{ partition: number; events: LedgerEvent[] }> = [];
     let budget = this.options.batchEventsMax;
-    for (let visited = 0; visited < PARTITION_COUNT && budget > 0; visited++) {
-      const partition = (this.cursor + visited) % PARTITION_COUNT;
-      const events = await this.streams.read(partition, this.consumer, budget);
-      if (events.length > 0) {
-        batches.push({ partition, events });
-        budget -= events.length;
-      }
-    }
+    const share = Math.max(1, Math.floor(budget / PARTITION_COUNT));
+    const order = Array.from({ length: PARTITION_COUNT }, (_, i) => (this.cursor + i) % PARTITION_COUNT);
     this.cursor = (this.cursor + 1) % PARTITION_COUNT;
+    const firstReads = await Promise.all(order.map((partition) => this.streams.read(partition, this.consumer, share)));
+    const batches = order.map((partition, i) => ({ partition, events: firstReads[i] ?? [] })).filter((b) => b.events.length > 0);
+    budget -= batches.reduce((sum, b) => sum + b.events.length, 0);
+    for (const batch of batches) {
+      if (budget <= 0) break;
+      if (batch.events.length < share) continue;
+      const more = await this.streams.read(batch.partition, this.consumer, budget, true);
+      batch.events.push(...more);
+      budget -= more.length;
+    }
     const events = batches.flatMap((b) => b.events);
     if (events.length === 0) {
       this.observer.idle(Date.now());
@@ -118,10 +125,10 @@ export class LedgerFlusher {
       this.logger.error({ eventIds: result.conflicting.slice(0, 20), count: result.conflicting.length },
         'ledger events already in Postgres with another payload (Redis lost data, or a bug): stored ones kept, new ones in ledger_conflicts');
     }
-    for (const batch of batches) {
+    await Promise.all(batches.map(async (batch) => {
       await this.streams.ack(batch.partition, batch.events.map((e) => e.streamEntryId));
       await this.trim(batch.partition, FLUSH_GROUP);
-    }
+    }));
     return { events: events.length, inserted: result.inserted, duplicates: result.duplicates };
   }
 

@@ -38,9 +38,9 @@ export class LedgerStreams {
   }
 
   /** Up to `count` entries for this consumer: its own pending ones first, then new ones. */
-  async read(partition: number, consumer: string, count: number): Promise<LedgerEvent[]> {
+  async read(partition: number, consumer: string, count: number, onlyNew = false): Promise<LedgerEvent[]> {
     const key = this.streamKey(partition);
-    for (const from of ['0', '>']) {
+    for (const from of onlyNew ? ['>'] : ['0', '>']) {
       const reply = (await this.redis.xreadgroup('GROUP', FLUSH_GROUP, consumer, 'COUNT', count, 'STREAMS', key, from)) as
         | Array<[string, StreamEntries]>
         | null;
