@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import type pg from 'pg';
 import type { ProductConfig } from './config/product-config.js';
 import type { Settings } from './config/settings.js';
@@ -107,11 +109,16 @@ export async function startMeterd(options: {
   if (database) await rebuildIfRedisLost(database, store, product, clock, logger);
   // Balance alerts: WatchAlerts' feed, and webhook deliveries when ALERT_WEBHOOK_URLS is set.
   const alerts = database ? await startAlerts({ settings, database, logger, onDeliveryOutcome: metrics.alertDelivered }) : undefined;
-  let flusher: LedgerFlusher | undefined;
+  // FLUSH_LANES flushers, each its own consumer in the group: their transactions run side by side
+  // (Postgres' per-row work is what bounds one). Lane 0 also does the housekeeping.
+  const flushers: LedgerFlusher[] = [];
   if (database) {
     const streams = new LedgerStreams(redis, settings.redisKeyPrefix);
     await streams.ensureGroups();
-    flusher = new LedgerFlusher(streams, (partition, group) => store.trimLedger(partition, group), database, {
+    const processConsumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+    for (let lane = 0; lane < settings.flushLanes; lane++) flushers.push(new LedgerFlusher(streams, (partition, group) => store.trimLedger(partition, group), database, {
+      consumer: `${processConsumer}-${lane}`,
+      housekeeping: lane === 0,
       batchEventsMax: settings.flushBatchEventsMax,
       intervalMs: settings.flushIntervalMs,
       reclaimIdleMs: settings.flushReclaimIdleMs,
@@ -124,8 +131,9 @@ export async function startMeterd(options: {
           if (events.some((e) => e.kind === 'alert')) alerts?.nudge();
         },
       },
-    }, logger.child({ component: 'flusher' }));
+    }, logger.child({ component: 'flusher', lane })));
   }
+  const flusher = flushers[0];
   // Money in (Stripe): checkout, the webhook route, the grant relay, auto-refill, overage reports.
   const payments = database
     ? await startPayments({ settings, product, store, database, logger, observer: metrics.payments, clock }).catch(async (err: unknown) => {
@@ -184,7 +192,7 @@ export async function startMeterd(options: {
   await readiness.check();
   readiness.start();
   if (options.sweeper ?? true) sweeper.start();
-  if (flusher && (options.flushLoop ?? true)) flusher.start();
+  if (options.flushLoop ?? true) for (const lane of flushers) lane.start();
   // The background check: drift is logged per account (reconcile logs it); it never stops serving.
   // Pools that lost events in Redis are rebuilt from the ledger unless RECONCILE_REPAIR=false.
   const reconcileLogger = logger.child({ component: 'reconcile' });
@@ -232,7 +240,7 @@ export async function startMeterd(options: {
       await alerts?.stop(); // ends WatchAlerts streams, which would otherwise hold the server for the whole grace
       await stopGrpcServer(grpc.server, settings.shutdownGraceMs);
       await sweeper.stop();
-      await flusher?.stop();
+      await Promise.all(flushers.map((lane) => lane.stop()));
       await payments?.stop();
       await http.close();
       await database?.end();

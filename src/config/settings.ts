@@ -35,6 +35,7 @@ const settingsSchema = z.object({
   FLUSH_BATCH_EVENTS_MAX: integer(1, 10_000, 1_000),
   FLUSH_RECLAIM_IDLE_MS: integer(1_000, 3_600_000, 30_000),
   FLUSH_BACKLOG_ALARM_EVENTS: integer(0, 1_000_000_000, 1_000_000),
+  FLUSH_LANES: integer(1, 8, 2),
   RECONCILE_INTERVAL_MS: integer(0, 86_400_000, 300_000),
   /** The background check rebuilds a pool from Postgres when Redis lost events of it; 'false' only reports. */
   RECONCILE_REPAIR: z.enum(['true', 'false']).default('true'),
@@ -84,6 +85,8 @@ export interface Settings {
   flushBatchEventsMax: number;
   flushReclaimIdleMs: number;
   flushBacklogAlarmEvents: number;
+  /** Flush transactions this process runs side by side (each lane its own consumer). */
+  flushLanes: number;
   /** 0 turns the background reconciliation off. */
   reconcileIntervalMs: number;
   reconcileRepair: boolean;
@@ -203,6 +206,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Readonly<Set
     flushBatchEventsMax: s.FLUSH_BATCH_EVENTS_MAX,
     flushReclaimIdleMs: s.FLUSH_RECLAIM_IDLE_MS,
     flushBacklogAlarmEvents: s.FLUSH_BACKLOG_ALARM_EVENTS,
+    flushLanes: s.FLUSH_LANES,
     reconcileIntervalMs: s.RECONCILE_INTERVAL_MS,
     reconcileRepair: s.RECONCILE_REPAIR === 'true',
     logLevel: s.LOG_LEVEL,

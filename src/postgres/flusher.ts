@@ -24,6 +24,11 @@ export interface FlusherOptions {
   /** Events waiting in all streams together above which the flusher raises the alarm (0: never). */
   backlogAlarmEvents?: number;
   observer?: FlushObserver;
+  /**
+   * Reclaim others' pending entries, forget dead consumers and watch the backlog (default true).
+   * A process running several lanes (FLUSH_LANES) lets one of them do it.
+   */
+  housekeeping?: boolean;
 }
 
 /** Sees what the flusher does (metrics hang off this). */
@@ -178,12 +183,13 @@ export class LedgerFlusher {
     const tick = async () => {
       let delayMs = this.options.intervalMs;
       try {
-        if (Date.now() - this.lastReclaimMs >= this.options.reclaimIdleMs / 2) {
+        const housekeeping = this.options.housekeeping ?? true;
+        if (housekeeping && Date.now() - this.lastReclaimMs >= this.options.reclaimIdleMs / 2) {
           this.lastReclaimMs = Date.now();
           const claimed = await this.reclaimOnce();
           if (claimed > 0) this.logger.warn({ claimed }, 'reclaimed ledger entries left pending by another consumer');
         }
-        if (Date.now() - this.lastBacklogCheckMs >= BACKLOG_CHECK_INTERVAL_MS) {
+        if (housekeeping && Date.now() - this.lastBacklogCheckMs >= BACKLOG_CHECK_INTERVAL_MS) {
           this.lastBacklogCheckMs = Date.now();
           await this.checkBacklog();
         }
