@@ -55,7 +55,7 @@ export async function runFlushBench(values: FlushBenchOptions): Promise<FlushBen
   const pairs = Math.floor(Number(values.events) / 2);
   for (let done = 0; done < pairs; done += 64) await Promise.all(Array.from({ length: Math.min(64, pairs - done) }, pair));
   let started = process.hrtime.bigint();
-  const drained = await flusher.drain();
+  const drained = await meterd.drainLedger(); // every flush lane (FLUSH_LANES), as a running meterd flushes
   const drainSeconds = Number(process.hrtime.bigint() - started) / 1e9;
 
   // 2. Steady load with the flush loop on; lag = commit answered → outcome row visible.

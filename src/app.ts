@@ -33,8 +33,12 @@ export interface Meterd {
   store: RedisCreditStore;
   sweeper: ExpirySweeper;
   metrics: MeterdMetrics;
-  /** Absent when started with ledger: false. */
+  /** Absent when started with ledger: false. Lane 0 of `flushers` (tests drive it by hand). */
   flusher?: LedgerFlusher;
+  /** Every flush lane (FLUSH_LANES). */
+  flushers: LedgerFlusher[];
+  /** Flushes until the streams are empty, every lane side by side; returns the events written. */
+  drainLedger(): Promise<number>;
   database?: pg.Pool;
   /** One background check now: reconcile, then repair what Redis lost (as RECONCILE_REPAIR says). */
   reconcileNow(): Promise<ReconcileOutcome>;
@@ -229,6 +233,8 @@ export async function startMeterd(options: {
     sweeper,
     metrics,
     reconcileNow,
+    flushers,
+    drainLedger: async () => (await Promise.all(flushers.map((lane) => lane.drain()))).reduce((sum, n) => sum + n, 0),
     /**
      * Graceful shutdown: health flips to NOT_SERVING at once (load balancers stop sending), calls in
      * flight finish within SHUTDOWN_GRACE_MS, a final flush writes what waits, connections close.
