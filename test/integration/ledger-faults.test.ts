@@ -145,6 +145,9 @@ describe('kill -9 of a meterd process in the middle of a flush, under load', () 
     FLUSH_INTERVAL_MS: '20',
     FLUSH_RECLAIM_IDLE_MS: '1000',
     RECONCILE_INTERVAL_MS: '0',
+    // One flush lane per replica: the kill points below stop THE flush in flight, and the checks
+    // count what that one consumer left pending (lanes are separate consumers, reclaimed the same way).
+    FLUSH_LANES: '1',
   });
 
   async function startReplica(label: string): Promise<Replica> {
