@@ -1,30 +1,15 @@
-import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { addBillingCommands } from './billing-commands.js';
 import { addCheckConfigCommand } from './check-config.js';
 import { addClientCommands } from './client-commands.js';
 import { addServerCommands } from './server-commands.js';
-
-/** package.json is 1 (src/cli → ../../) or 2 (dist/src/cli → ../../../) levels above the repo's src. */
-const PACKAGE_JSON_CANDIDATES = ['../../package.json', '../../../package.json'];
-
-function meterdVersion(): string {
-  for (const candidate of PACKAGE_JSON_CANDIDATES) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(candidate, import.meta.url), 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'meterd' && pkg.version) return pkg.version;
-    } catch {
-      // not there: try the next level
-    }
-  }
-  return 'unknown';
-}
+import { METERD_VERSION } from '../version.js';
 
 /** The `meterd` command line: the server and its maintenance commands, and a client for a running server. */
 export function buildProgram(): Command {
   const program = new Command('meterd')
     .description('gRPC metering sidecar for AI gateways: reserve, commit and release AI credits atomically in Redis')
-    .version(meterdVersion())
+    .version(METERD_VERSION)
     .showHelpAfterError('(add --help for usage)');
   addServerCommands(program);
   addCheckConfigCommand(program);
