@@ -4,13 +4,12 @@ import type { Settings } from '../config/settings.js';
 import { systemClock, type Clock } from '../domain/clock.js';
 import type { HttpHandler } from '../observability/http-server.js';
 import type { Logger } from '../observability/logger.js';
-import type { MeterdMetrics } from '../observability/metrics.js';
 import type { RedisCreditStore } from '../redis/redis-credit-store.js';
 import { AutoRefillSettingsService } from './auto-refill-settings.js';
 import { listCreditPacks } from './catalog.js';
 import { createCheckoutSession } from './checkout.js';
 import { GrantRelay } from './grant-relay.js';
-import { paymentsObserverOf, type PaymentsObserver } from './observer.js';
+import { NO_PAYMENTS_OBSERVER, type PaymentsObserver } from './observer.js';
 import { OverageReporter } from './overage-reporter.js';
 import type { Payments } from './payments.js';
 import { RefillWorker } from './refill-worker.js';
@@ -31,8 +30,7 @@ export interface PaymentsDependencies {
   store: Pick<RedisCreditStore, 'getAccount' | 'getBalance' | 'grant' | 'setAutoRefillThreshold' | 'clearRefillPending'>;
   database: pg.Pool;
   logger: Logger;
-  metrics?: MeterdMetrics;
-  /** Counts outcomes; by default MeterdMetrics' `payments` member when it has one. */
+  /** Counts outcomes (MeterdMetrics.payments); nothing is counted without one. */
   observer?: PaymentsObserver;
   /** meterd's clock (the ledger's times); the system clock by default. */
   clock?: Clock;
@@ -56,7 +54,7 @@ export async function startPayments(deps: PaymentsDependencies, options: { backg
   const { settings, product, store, database } = deps;
   if (settings.stripe.secretKey === '') return null;
   const logger = deps.logger.child({ component: 'payments' });
-  const observer = deps.observer ?? paymentsObserverOf(deps.metrics);
+  const observer = deps.observer ?? NO_PAYMENTS_OBSERVER;
   const clock = deps.clock ?? systemClock;
   const stripe = createStripeClient(settings.stripe);
   const grants = new GrantRelay(database, store, logger, observer, settings.outboxPollIntervalMs);

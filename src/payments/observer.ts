@@ -1,10 +1,7 @@
-import type { MeterdMetrics } from '../observability/metrics.js';
-
 /**
- * What payments count. MeterdMetrics implements it when it has a `payments` member of this shape
- * (proposed counters: meterd_stripe_webhooks_total{result}, meterd_credit_grants_total{source,outcome},
- * meterd_refills_total{outcome}, meterd_overage_reports_total{outcome},
- * meterd_overage_reported_credits_total); until then nothing is counted and the logs tell.
+ * What payments count: MeterdMetrics.payments implements it (meterd_stripe_webhooks_total{result},
+ * meterd_credit_grants_total{source,outcome}, meterd_refills_total{outcome},
+ * meterd_overage_reports_total{outcome}, meterd_overage_reported_credits_total).
  */
 export type WebhookResult = 'processed' | 'duplicate' | 'ignored' | 'invalid_signature' | 'too_large' | 'failed';
 export type GrantSource = 'checkout' | 'refill';
@@ -19,8 +16,3 @@ export interface PaymentsObserver {
 }
 
 export const NO_PAYMENTS_OBSERVER: PaymentsObserver = { webhook() {}, grant() {}, refill() {}, overage() {} };
-
-export function paymentsObserverOf(metrics: MeterdMetrics | undefined): PaymentsObserver {
-  const candidate = (metrics as { payments?: PaymentsObserver } | undefined)?.payments;
-  return candidate ?? NO_PAYMENTS_OBSERVER;
-}
