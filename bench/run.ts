@@ -590,39 +590,35 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     if (want(5)) {
       log(`part 5: open loop at ${options.rate} cycles/s`);
       await attempt('part 5', async () => {
-        const empty = await startEmptyServer();
-        try {
-          const call = emptyCaller(empty.port);
-          await closedLoop('empty call warm-up', { ...options, seconds: 0.5, concurrency: 8 }, async () => { await call(); });
-          parts.openLoopEmpty = await openLoop('empty grpc-js call (open loop)', options, options.rate, async (_w, _n, times) => {
-            await call();
-            times.reserved();
-            await call();
-          });
-          call.close();
-        } finally {
-          await empty.stop();
-        }
-        parts.openLoopMeterd = await openLoop('meterd Reserve → Commit (open loop)', options, options.rate, meterdCycle(spread));
-        sampleRss();
-        // When --rate is beyond what meterd sustains here, the figure above is queueing; also measure at half of capacity.
-        const capacity = (parts.unarySpread as ClosedLoopResult | undefined)?.cyclesPerSecond;
-        if (capacity !== undefined && options.rate > 0.8 * capacity) {
-          const half = Math.max(10, Math.round(capacity / 2));
-          const empty2 = await startEmptyServer();
+        // The empty call and meterd's cycle at one offered rate, side by side (their difference is what meterd adds).
+        const atRate = async (rate: number, label: string) => {
+          const empty = await startEmptyServer();
+          let emptyResult;
           try {
-            const call = emptyCaller(empty2.port);
+            const call = emptyCaller(empty.port);
             await closedLoop('empty call warm-up', { ...options, seconds: 0.5, concurrency: 8 }, async () => { await call(); });
-            parts.openLoopEmptyHalf = await openLoop(`empty grpc-js call (open loop, ${half}/s)`, options, half, async (_w, _n, times) => {
+            emptyResult = await openLoop(`empty grpc-js call (open loop${label})`, options, rate, async (_w, _n, times) => {
               await call();
               times.reserved();
               await call();
             });
             call.close();
           } finally {
-            await empty2.stop();
+            await empty.stop();
           }
-          parts.openLoopMeterdHalf = await openLoop(`meterd Reserve → Commit (open loop, ${half}/s = half of closed-loop capacity)`, options, half, meterdCycle(spread));
+          return { empty: emptyResult, meterd: await openLoop(`meterd Reserve → Commit (open loop${label})`, options, rate, meterdCycle(spread)) };
+        };
+        const full = await atRate(options.rate, '');
+        parts.openLoopEmpty = full.empty;
+        parts.openLoopMeterd = full.meterd;
+        sampleRss();
+        // When --rate is beyond what meterd sustains here, the figure above is queueing; also measure at half of capacity.
+        const capacity = (parts.unarySpread as ClosedLoopResult | undefined)?.cyclesPerSecond;
+        if (capacity !== undefined && options.rate > 0.8 * capacity) {
+          const half = Math.max(10, Math.round(capacity / 2));
+          const halfResults = await atRate(half, `, ${half}/s = half of closed-loop capacity`);
+          parts.openLoopEmptyHalf = halfResults.empty;
+          parts.openLoopMeterdHalf = halfResults.meterd;
         }
       });
     }
