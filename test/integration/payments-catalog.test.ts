@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { CHARGE_AMOUNT_MINOR_MAX, CREDIT_PACKS_COUNT_MAX } from '../../src/config/limits.js';
-import { ConfigError, EXAMPLE_PRODUCT_CONFIG_PATH, loadProductConfig, parseProductConfig } from '../../src/config/product-config.js';
+import { EXAMPLE_PRODUCT_CONFIG_PATH, loadProductConfig, parseProductConfig } from '../../src/config/product-config.js';
 import {
   customPurchase, customTotal, formatMoney, formatUnitPrice, packPurchase, upgradeHint, type Purchase,
 } from '../../src/payments/catalog.js';
 import { checkoutGrantId, checkoutIdempotencyKey, overageIdentifier, refillGrantId } from '../../src/payments/ids.js';
+import { configRefusal } from '../support/config-refusal.js';
 
 /** Pure parts of payments: prices, totals, hints, names, and the product config's packs. */
 const base = {
@@ -17,15 +18,7 @@ const base = {
   features: [{ id: 'chat', credits: 1 }],
 };
 
-function refusal(raw: unknown): string {
-  try {
-    parseProductConfig(raw);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return (err as Error).message;
-  }
-  throw new Error('expected the config to be refused');
-}
+const refusal = (raw: unknown): string => configRefusal(() => parseProductConfig(raw));
 
 describe('prices and totals', () => {
   it('writes amounts as people read them, per currency', () => {

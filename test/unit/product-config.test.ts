@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { PRICE_CREDITS_MAX, PRICE_PER_UNITS_MAX } from '../../src/config/limits.js';
 import {
-  ConfigError, EXAMPLE_PRODUCT_CONFIG_PATH, loadProductConfig, parseProductConfig,
+  EXAMPLE_PRODUCT_CONFIG_PATH, loadProductConfig, parseProductConfig,
 } from '../../src/config/product-config.js';
+import { configRefusal } from '../support/config-refusal.js';
 
 interface RawPlan { id: unknown; monthly_credits?: unknown; price_cents?: unknown; overage_limit?: unknown; [key: string]: unknown }
 interface RawFeature { id: unknown; credits?: unknown; per_units?: unknown; min_credits?: unknown; [key: string]: unknown }
@@ -23,15 +24,7 @@ function valid(): RawConfig {
   };
 }
 
-function refusal(raw: unknown): string {
-  try {
-    parseProductConfig(raw);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return (err as Error).message;
-  }
-  throw new Error('expected the config to be refused');
-}
+const refusal = (raw: unknown): string => configRefusal(() => parseProductConfig(raw));
 
 describe('parseProductConfig', () => {
   it('accepts the shipped example (loadProductConfig)', () => {

@@ -1,16 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, EXAMPLE_PRODUCT_CONFIG_PATH } from '../../src/config/product-config.js';
+import { EXAMPLE_PRODUCT_CONFIG_PATH } from '../../src/config/product-config.js';
 import { loadSettings } from '../../src/config/settings.js';
+import { configRefusal } from '../support/config-refusal.js';
 
-function refusal(env: NodeJS.ProcessEnv): string {
-  try {
-    loadSettings(env);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return (err as Error).message;
-  }
-  throw new Error(`expected ${JSON.stringify(env)} to be refused`);
-}
+const refusal = (env: NodeJS.ProcessEnv): string => configRefusal(() => loadSettings(env), JSON.stringify(env));
 
 describe('loadSettings', () => {
   it('defaults every variable', () => {
