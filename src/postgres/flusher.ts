@@ -69,6 +69,11 @@ export class LedgerFlusher {
   /** Events waiting in the streams at the last check, and whether that is past the alarm bound. */
   backlog = { events: 0, alarm: false };
   private readonly observer: FlushObserver;
+  /**
+   * Partitions where this consumer may have entries pending (read, not yet acknowledged): all at
+   * start, those of a failed batch, those a reclaim took over. Emptied as '0' reads come back empty.
+   */
+  private readonly pendingMaybe = new Set<number>(Array.from({ length: PARTITION_COUNT }, (_, p) => p));
 
   constructor(
     private readonly streams: LedgerStreams,
@@ -83,16 +88,37 @@ export class LedgerFlusher {
 
   /**
    * Reads up to batchEventsMax events and flushes them in one transaction. Every partition is read
-   * at once for a fair share (one round trip, not one per partition), then partitions that had more
-   * are topped up in turn, starting at a rotating one, until the batch is full.
+   * at once for a fair share (one command on one Redis: see LedgerStreams.readMany), then
+   * partitions that had more are topped up in turn, starting at a rotating one, until the batch is
+   * full. A partition's own pending entries come first, re-read only where some may be left
+   * (pendingMaybe), so an idle poll costs one command, not two per partition.
    */
   async flushOnce(): Promise<FlushResult> {
     let budget = this.options.batchEventsMax;
     const share = Math.max(1, Math.floor(budget / PARTITION_COUNT));
     const order = Array.from({ length: PARTITION_COUNT }, (_, i) => (this.cursor + i) % PARTITION_COUNT);
     this.cursor = (this.cursor + 1) % PARTITION_COUNT;
-    const firstReads = await Promise.all(order.map((partition) => this.streams.read(partition, this.consumer, share)));
-    const batches = order.map((partition, i) => ({ partition, events: firstReads[i] ?? [] })).filter((b) => b.events.length > 0);
+    const pending = await this.streams.readMany(order.filter((p) => this.pendingMaybe.has(p)), this.consumer, share, '0');
+    for (const partition of this.pendingMaybe) if (!pending.has(partition)) this.pendingMaybe.delete(partition);
+    const unread = order.filter((p) => !pending.has(p));
+    const fresh = await this.streams.readMany(unread, this.consumer, share, '>').catch((err: unknown) => {
+      // The read may have delivered entries whose reply was lost: they are pending now.
+      for (const partition of unread) this.pendingMaybe.add(partition);
+      throw err;
+    });
+    const batches = order
+      .map((partition) => ({ partition, events: pending.get(partition) ?? fresh.get(partition) ?? [] }))
+      .filter((b) => b.events.length > 0);
+    try {
+      return await this.write(batches, budget, share);
+    } catch (err) {
+      // What was read stays pending until acknowledged: re-read it first next time.
+      for (const batch of batches) this.pendingMaybe.add(batch.partition);
+      throw err;
+    }
+  }
+
+  private async write(batches: Array<{ partition: number; events: LedgerEvent[] }>, budget: number, share: number): Promise<FlushResult> {
     budget -= batches.reduce((sum, b) => sum + b.events.length, 0);
     for (const batch of batches) {
       if (budget <= 0) break;
@@ -144,7 +170,9 @@ export class LedgerFlusher {
   async reclaimOnce(): Promise<number> {
     let claimed = 0;
     for (let partition = 0; partition < PARTITION_COUNT; partition++) {
-      claimed += await this.streams.reclaim(partition, this.consumer, this.options.reclaimIdleMs, this.options.batchEventsMax);
+      const taken = await this.streams.reclaim(partition, this.consumer, this.options.reclaimIdleMs, this.options.batchEventsMax);
+      if (taken > 0) this.pendingMaybe.add(partition);
+      claimed += taken;
       await this.streams.forgetIdleConsumers(partition, this.consumer, this.options.reclaimIdleMs * CONSUMER_FORGET_AFTER_RECLAIMS);
     }
     return claimed;

@@ -39,17 +39,45 @@ export class LedgerStreams {
 
   /** Up to `count` entries for this consumer: its own pending ones first, then new ones. */
   async read(partition: number, consumer: string, count: number, onlyNew = false): Promise<LedgerEvent[]> {
-    const key = this.streamKey(partition);
-    for (const from of onlyNew ? ['>'] : ['0', '>']) {
-      const reply = (await this.redis.xreadgroup('GROUP', FLUSH_GROUP, consumer, 'COUNT', count, 'STREAMS', key, from)) as
-        | Array<[string, StreamEntries]>
-        | null;
-      const entries = reply?.[0]?.[1] ?? [];
-      // Pending entries trimmed away come back with null fields; they were flushed already.
-      const events = entries.filter(([, fields]) => fields !== null).map(([id, fields]) => parseLedgerEvent(id, fields));
+    for (const from of onlyNew ? ['>' as const] : ['0' as const, '>' as const]) {
+      const events = (await this.readMany([partition], consumer, count, from)).get(partition) ?? [];
       if (events.length > 0) return events;
     }
     return [];
+  }
+
+  /**
+   * Up to `count` entries per partition: from '0' this consumer's pending entries, from '>' new
+   * ones. On one Redis it is one XREADGROUP over every stream (one command, not one per partition:
+   * the flusher polls all 64 partitions every interval); on a Cluster, whose partitions live in
+   * different slots, one XREADGROUP per partition. Partitions with nothing to read are absent.
+   */
+  async readMany(partitions: readonly number[], consumer: string, count: number, from: '0' | '>'): Promise<Map<number, LedgerEvent[]>> {
+    const read = new Map<number, LedgerEvent[]>();
+    const keep = (reply: Array<[string, StreamEntries]> | null, partitionOfKey: (key: string) => number) => {
+      for (const [key, entries] of reply ?? []) {
+        // Pending entries trimmed away come back with null fields; they were flushed already.
+        const events = entries.filter(([, fields]) => fields !== null).map(([id, fields]) => parseLedgerEvent(id, fields));
+        if (events.length > 0) read.set(partitionOfKey(key), events);
+      }
+    };
+    if (partitions.length === 0) return read;
+    if (this.redis.isCluster) {
+      await Promise.all(partitions.map(async (partition) => {
+        keep(await this.xreadgroup(consumer, count, [this.streamKey(partition)], from), () => partition);
+      }));
+      return read;
+    }
+    const keys = partitions.map((partition) => this.streamKey(partition));
+    const partitionByKey = new Map(keys.map((key, i) => [key, partitions[i] as number]));
+    keep(await this.xreadgroup(consumer, count, keys, from), (key) => partitionByKey.get(key) as number);
+    return read;
+  }
+
+  private async xreadgroup(consumer: string, count: number, keys: string[], from: '0' | '>'): Promise<Array<[string, StreamEntries]> | null> {
+    return (await this.redis.xreadgroup('GROUP', FLUSH_GROUP, consumer, 'COUNT', count, 'STREAMS', ...keys, ...keys.map(() => from))) as
+      | Array<[string, StreamEntries]>
+      | null;
   }
 
   async ack(partition: number, ids: string[]): Promise<void> {
