@@ -10,7 +10,6 @@ import { sendJson, startHttpServer } from './observability/http-server.js';
 import { MeterdMetrics } from './observability/metrics.js';
 import { Readiness } from './observability/readiness.js';
 import { startAlerts } from './alerts/index.js';
-import { startPayments } from './payments/index.js';
 import { METERD_VERSION } from './version.js';
 import type { CallObserver } from './grpc/wrap-unary.js';
 import type { Logger } from './observability/logger.js';
@@ -139,8 +138,9 @@ export async function startMeterd(options: {
   }
   const flusher = flushers[0];
   // Money in (Stripe): checkout, the webhook route, the grant relay, auto-refill, overage reports.
-  const payments = database
-    ? await startPayments({ settings, product, store, database, logger, observer: metrics.payments, clock }).catch(async (err: unknown) => {
+  // Imported only when configured: the Stripe SDK alone is ~17 MB of resident memory.
+  const payments = database && settings.stripe.secretKey !== ''
+    ? await (await import('./payments/index.js')).startPayments({ settings, product, store, database, logger, observer: metrics.payments, clock }).catch(async (err: unknown) => {
       await alerts?.stop();
       throw err;
     })
