@@ -72,6 +72,8 @@ export const LEDGER_KINDS = [
 /** Earliest and latest timestamps meterd accepts (the Lua calendar maths covers 1970..9999). */
 const TIME_MS_MIN = 0;
 const TIME_MS_MAX = Date.UTC(9999, 0, 1);
+/** The largest sequence number Postgres' bigint holds. */
+const INT64_MAX = 2n ** 63n - 1n;
 
 export function checkId(field: string, value: string): string {
   if (value.length === 0) throw invalidArgument(field, 'is required', `1-${ID_LENGTH_MAX} characters`);
@@ -322,7 +324,8 @@ export function parseListLedger(request: {
   if (until !== undefined) query.untilMs = until;
   if (request.pageToken !== '') {
     const decoded = /^s(\d{1,19})$/.exec(Buffer.from(request.pageToken, 'base64url').toString('utf8'));
-    if (!decoded) throw invalidArgument('page_token', 'is not a token from a previous ListLedgerEntries response');
+    // 19 digits can exceed Postgres' bigint (2^63-1), which the query would fail on.
+    if (!decoded || BigInt(decoded[1] as string) > INT64_MAX) throw invalidArgument('page_token', 'is not a token from a previous ListLedgerEntries response');
     query.beforeSeq = BigInt(decoded[1] as string);
   }
   return query;

@@ -1,13 +1,16 @@
 import { Metadata, type handleServerStreamingCall, type ServerWritableStream } from '@grpc/grpc-js';
 import { checkId } from '../domain/commands.js';
-import { DomainError, ErrorReason } from '../domain/errors.js';
+import { DomainError, ErrorReason, invalidArgument } from '../domain/errors.js';
 import type { Alert, WatchAlertsRequest } from '../gen/meterd/v1/billing.js';
 import type { HandlerDependencies } from './handlers.js';
 import { toServiceError } from './status-details.js';
+import { assertDecoded } from './undecodable-request.js';
 
 const ADMIN_SERVICE = 'meterd.v1.AdminService';
 /** Response header with the position the stream starts after (0 resolved to the newest alert's). */
 export const START_POSITION_HEADER = 'meterd-after-position';
+/** Positions are Postgres bigints: a larger after_position could only fail every poll. */
+const POSITION_MAX = 2n ** 63n - 1n;
 
 type AlertCall = ServerWritableStream<WatchAlertsRequest, Alert>;
 
@@ -38,9 +41,11 @@ export function watchAlertsHandler(deps: HandlerDependencies): handleServerStrea
 
 async function streamAlerts(deps: HandlerDependencies, call: AlertCall, cancelled: AbortSignal): Promise<void> {
   deps.authorize?.(ADMIN_SERVICE, call.metadata);
+  assertDecoded(call.request);
   const feed = deps.alerts;
   if (!feed) throw new DomainError(ErrorReason.LEDGER_DISABLED, 'alerts need the Postgres ledger');
   const { accountId, afterPosition } = call.request;
+  if (afterPosition > POSITION_MAX) throw invalidArgument('after_position', `is ${afterPosition}; at most ${POSITION_MAX}`, String(POSITION_MAX));
   const filter = { accountId: accountId === '' ? '' : checkId('account_id', accountId), afterPosition };
   const onStart = (start: bigint) => {
     const headers = new Metadata();

@@ -10,6 +10,7 @@ import { AdminServiceService } from '../gen/meterd/v1/admin_service.js';
 import { MeteringServiceService } from '../gen/meterd/v1/metering_service.js';
 import { DATA_PLANE_SERVICE } from './auth.js';
 import { adminHandlers, meteringHandlers, type HandlerDependencies } from './handlers.js';
+import { withTolerantDecoding } from './undecodable-request.js';
 
 /** The .proto files, for server reflection (proto/ in the repo; dist/proto in a build). */
 const PROTO_DIRECTORY = fileURLToPath(new URL('../../proto/', import.meta.url));
@@ -46,8 +47,9 @@ export async function startGrpcServer(settings: GrpcServerSettings, deps: Handle
     'grpc.keepalive_time_ms': 30_000,
     'grpc.keepalive_timeout_ms': 10_000,
   });
-  server.addService(MeteringServiceService, meteringHandlers(deps));
-  server.addService(AdminServiceService, adminHandlers(deps));
+  // Bytes that do not decode are refused by the handlers (INVALID_ARGUMENT, after authentication), not by grpc-js (INTERNAL).
+  server.addService(withTolerantDecoding(MeteringServiceService), meteringHandlers(deps));
+  server.addService(withTolerantDecoding(AdminServiceService), adminHandlers(deps));
   const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING' as ServingStatus])));
   health.addToServer(server);
   const definitions = loadSync(['meterd/v1/metering_service.proto', 'meterd/v1/admin_service.proto'], {

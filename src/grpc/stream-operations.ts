@@ -4,6 +4,7 @@ import type { OperationRequest, OperationResult } from '../gen/meterd/v1/meterin
 import { DATA_PLANE_SERVICE } from './auth.js';
 import type { HandlerDependencies, meteringOperations } from './handlers.js';
 import { toServiceError, toStatus } from './status-details.js';
+import { assertDecoded } from './undecodable-request.js';
 import { refusalOf } from './wrap-unary.js';
 
 /**
@@ -74,6 +75,17 @@ export function streamOperationsHandler(deps: HandlerDependencies, operations: O
       }
     };
     call.on('data', (request: OperationRequest) => {
+      if (closed) return; // refused or gone: run nothing more
+      try {
+        assertDecoded(request);
+      } catch (err) {
+        // Bytes that are no OperationRequest have no op_id to answer by: the stream ends with the refusal.
+        const refusal = refusalOf(err, 'StreamOperations', logger, () => call.getPeer());
+        observe(DATA_PLANE_SERVICE, 'StreamOperations', toServiceError(refusal).code ?? status.INTERNAL, 0, refusal.reason);
+        closed = true;
+        call.emit('error', toServiceError(refusal));
+        return;
+      }
       const method = methodOf(request);
       if (inFlight >= STREAM_OPERATIONS_IN_FLIGHT_MAX) {
         const refusal = new DomainError(ErrorReason.INVALID_ARGUMENT, `more than ${STREAM_OPERATIONS_IN_FLIGHT_MAX} operations in flight on this stream; wait for results`, {

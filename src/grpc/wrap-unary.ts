@@ -3,6 +3,7 @@ import { DomainError, ErrorReason } from '../domain/errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Authorizer } from './auth.js';
 import { toServiceError } from './status-details.js';
+import { assertDecoded } from './undecodable-request.js';
 
 /** Observes every finished call (metrics hang off this in one place). */
 export type CallObserver = (service: string, method: string, code: status, seconds: number, reason?: string) => void;
@@ -51,6 +52,7 @@ export function wrapUnary<Req, Res>(
     started?.(service, method);
     const run = async () => {
       authorize?.(service, call.metadata);
+      assertDecoded(call.request);
       return handler(call.request, call);
     };
     run().then(

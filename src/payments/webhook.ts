@@ -63,10 +63,35 @@ function readRawBody(request: IncomingMessage): Promise<Buffer> {
   });
 }
 
+const NOT_AN_EVENT = 'not an event';
+/** Event times Postgres' to_timestamp takes (epoch seconds up to 9999-12-31). */
+const EVENT_CREATED_SECONDS_MAX = 253_402_300_799;
+
+/**
+ * Whether a verified body has the shape every handled event needs (Stripe's always has): anything
+ * else would fail in Postgres or in applyEvent on every delivery, answered 500 and delivered forever.
+ */
+function isEvent(event: Stripe.Event): boolean {
+  const data = event.data as Stripe.Event.Data | undefined;
+  return typeof event.id === 'string' && event.id !== '' && typeof event.type === 'string'
+    && Number.isSafeInteger(event.created) && event.created >= 0 && event.created <= EVENT_CREATED_SECONDS_MAX
+    && typeof data?.object === 'object' && data.object !== null;
+}
+
+/** Postgres text and jsonb cannot hold NUL: a verified event's NULs (in keys and strings) become U+FFFD. */
+function withoutNul<T>(value: T): T {
+  if (typeof value === 'string') return value.replaceAll('\u0000', '\uFFFD') as T;
+  if (Array.isArray(value)) return value.map(withoutNul) as T;
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([key, inner]) => [withoutNul(key), withoutNul(inner)])) as T;
+  }
+  return value;
+}
+
 /** A short reason for a refused delivery (never the secret, never the expected signature). */
 function signatureFailure(err: unknown): string {
   const message = err instanceof Error ? err.message : '';
-  if (err instanceof SyntaxError) return 'body is not JSON';
+  if (err instanceof SyntaxError) return err.message === NOT_AN_EVENT ? 'body is not a Stripe event' : 'body is not JSON';
   if (/tolerance/i.test(message)) return 'timestamp outside the tolerance zone';
   if (/Unable to extract timestamp and signatures|expected scheme/i.test(message)) return 'malformed Stripe-Signature header';
   if (/No signatures found/i.test(message)) return 'signature does not match the body';
@@ -102,7 +127,7 @@ export function stripeWebhookHandler(deps: WebhookDependencies): HttpHandler {
     let event: Stripe.Event;
     try {
       event = deps.stripe.webhooks.constructEvent(body, signature, deps.webhookSecret);
-      if (typeof event.id !== 'string' || event.id === '' || typeof event.type !== 'string') throw new SyntaxError('not an event');
+      if (!isEvent(event)) throw new SyntaxError(NOT_AN_EVENT);
     } catch (err) {
       const reason = signatureFailure(err);
       deps.observer.webhook('invalid_signature');
@@ -110,12 +135,16 @@ export function stripeWebhookHandler(deps: WebhookDependencies): HttpHandler {
       sendJson(response, 400, { error: `webhook refused: ${reason}` });
       return;
     }
+    // The stored payload is the body as received, unless it carries NULs Postgres would refuse.
+    const hasNul = body.includes('\\u0000');
+    if (hasNul) event = withoutNul(event);
+    const payload = hasNul ? JSON.stringify(event) : body.toString('utf8');
     let handled: { duplicate: boolean; outcome: EventOutcome | '' };
     try {
       handled = await inTransaction(deps.database, async (client) => {
         const inserted = await client.query(
           `INSERT INTO stripe_events (event_id, type, created, payload) VALUES ($1, $2, to_timestamp($3), $4::jsonb)
-           ON CONFLICT (event_id) DO NOTHING`, [event.id, event.type, event.created, body.toString('utf8')]);
+           ON CONFLICT (event_id) DO NOTHING`, [event.id, event.type, event.created, payload]);
         if (inserted.rowCount === 0) return { duplicate: true, outcome: '' as const };
         const outcome = await applyEvent(client, event, deps);
         await client.query('UPDATE stripe_events SET outcome = $2 WHERE event_id = $1', [event.id, outcome]);
