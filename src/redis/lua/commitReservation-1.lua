@@ -60,7 +60,7 @@ if excess > 0 then
   local room = spaceRoom(space)
   if room and room < allowed then allowed = room end
   local more, notTaken = takeCredits(ctx, pool, allowed, true, deltas)
-  for _, p in ipairs(more) do charged[#charged + 1] = p end
+  for i = 1, #more do charged[#charged + 1] = more[i] end
   shortfall = excess - allowed + notTaken
 end
 local chargedTotal = sumPortions(charged)
@@ -76,7 +76,7 @@ setNum(reservation, 'c_ovg', sumPortions(charged, 'ovg'))
 setNum(reservation, 'short', shortfall)
 setNum(reservation, 'released', released)
 setText(reservation, 'cportions', encodePortions(charged))
-setNum(reservation, 'settled', ctx.now)
+setText(reservation, 'settled', nowText(ctx))
 redis.call('ZREM', poolHoldsKey(ctx.P, pool.id), reservationId)
 redis.call('ZREM', expiryKey(ctx.P), reservationId)
 redis.call('PEXPIRE', reservation.key, ctx.settledRetentionMs)
@@ -86,16 +86,16 @@ local function countUsage(accountIdForUsage)
   local key = usageKey(ctx.P, accountIdForUsage, pool.f.ps)
   local feature, user = reservation.f.feature, reservation.f.user
   local creditsText = intString(chargedTotal)
-  redis.call('HINCRBY', key, 'ops', 1)
+  redis.call('HINCRBY', key, 'ops', '1')
   redis.call('HINCRBY', key, 'credits', creditsText)
-  redis.call('HINCRBY', key, 'fo/' .. feature, 1)
+  redis.call('HINCRBY', key, 'fo/' .. feature, '1')
   redis.call('HINCRBY', key, 'fc/' .. feature, creditsText)
   if user ~= '' then
-    redis.call('HINCRBY', key, 'uo/' .. user, 1)
+    redis.call('HINCRBY', key, 'uo/' .. user, '1')
     redis.call('HINCRBY', key, 'uc/' .. user, creditsText)
   end
   if space and accountIdForUsage == pool.id then
-    redis.call('HINCRBY', key, 'so/' .. space.id, 1)
+    redis.call('HINCRBY', key, 'so/' .. space.id, '1')
     redis.call('HINCRBY', key, 'sc/' .. space.id, creditsText)
   end
   -- Relative to the injected clock, like every other time in the scripts.

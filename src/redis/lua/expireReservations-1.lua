@@ -20,7 +20,7 @@
 
 local ctx = newContext(KEYS, ARGV)
 local max = tonumber(ARGV[SCRIPT_ARGS])
-local due = redis.call('ZRANGEBYSCORE', expiryKey(ctx.P), '-inf', intString(ctx.now), 'LIMIT', 0, max)
+local due = redis.call('ZRANGEBYSCORE', expiryKey(ctx.P), '-inf', nowText(ctx), 'LIMIT', '0', max)
 local expired, credits = 0, 0
 for _, reservationId in ipairs(due) do
   local reservation = getReservation(ctx, reservationId)

@@ -72,21 +72,21 @@ if not portions then
 end
 
 local expiresAt = ctx.now + ttlMs
+local heldText, expiresText = intString(cost), intString(expiresAt)
 local reservation = newRecord(ctx, reservationKey(ctx.P, newReservationId))
 reservation.id = newReservationId
 reservation.f = {
   state = 'H', acct = accountId, pool = pool.id, space = space and accountId or '', user = userId,
-  feature = feature, held = intString(cost), portions = encodePortions(portions), exp = intString(expiresAt),
-  created = intString(ctx.now), req = requestId, fp = fingerprint, sps = space and space.f.sps or '',
+  feature = feature, held = heldText, portions = encodePortions(portions), exp = expiresText,
+  created = nowText(ctx), req = requestId, fp = fingerprint, sps = space and space.f.sps or '',
   pc = ARGV[a + 5], pu = ARGV[a + 6], pm = ARGV[a + 7], labels = labels,
 }
 if shadowReason ~= '' then reservation.f.shr, reservation.f.shd = shadowReason, shadowDetails end
-for field in pairs(reservation.f) do reservation.dirty[field] = true end
 redis.call('SET', requestKeyName, newReservationId, 'PX', requestRetentionMs)
-redis.call('ZADD', poolHoldsKey(ctx.P, pool.id), intString(expiresAt), newReservationId)
-redis.call('ZADD', expiryKey(ctx.P), intString(expiresAt), newReservationId)
+redis.call('ZADD', poolHoldsKey(ctx.P, pool.id), expiresText, newReservationId)
+redis.call('ZADD', expiryKey(ctx.P), expiresText, newReservationId)
 appendEvent(ctx, pool, 'hold', deltaFields(deltas, {
   space = reservation.f.space, user = userId, feature = feature, reservation = newReservationId,
-  held = intString(cost), labels = labels,
+  held = heldText, labels = labels,
 }))
 return finish(ctx, reservationView(reservation, balanceView(ctx, account, pool, space), false))

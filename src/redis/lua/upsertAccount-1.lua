@@ -54,7 +54,7 @@ if parentId ~= '' then
   if not account then
     account = newRecord(ctx, accountKey(ctx.P, accountId))
     setText(account, 'parent', parentId)
-    setNum(account, 'created', ctx.now)
+    setText(account, 'created', nowText(ctx))
     setText(account, 'sps', parent.f.ps)
     setNum(account, 'sused', 0)
   end
@@ -76,9 +76,8 @@ if not account then
     plan = planId, next_plan = '', anchor = intString(anchorMs), ps = intString(startMs), pe = intString(endMs),
     allow_total = monthly, allow = monthly, ovg_limit = overageLimit, ovg = '0', ae = '1', held = '0',
     trial_total = trialCredits, trial = trialCredits, trial_end = trialEnd, pack = '0', promo = '0',
-    low = low, lowp = lowPercent, created = intString(ctx.now), seq = '0', parent = '',
+    low = low, lowp = lowPercent, created = nowText(ctx), seq = '0', parent = '',
   }
-  for field in pairs(account.f) do account.dirty[field] = true end
   appendEvent(ctx, account, 'account_created', {
     allowance = monthly, trial = trialCredits, plan = planId,
     period_start = intString(startMs), period_end = intString(endMs),

@@ -1,10 +1,14 @@
--- What the pool could give a new hold: live buckets plus overage room.
+-- What the pool could give a new hold: live buckets plus overage room. Kept in the context while the
+-- pool is unchanged (the reply's balance and the low-balance watch want it at the same moment).
 local function poolSpendable(ctx, pool)
+  if ctx.spendablePool == pool and ctx.spendableAt == pool.v then return ctx.spendable end
   local trial = 0
   if getNum(pool, 'trial_end') > ctx.now then trial = getNum(pool, 'trial') end
   local room = getNum(pool, 'ovg_limit') - getNum(pool, 'ovg')
   if room < 0 then room = 0 end
-  return trial + getNum(pool, 'allow') + getNum(pool, 'promo') + getNum(pool, 'pack') + room
+  local spendable = trial + getNum(pool, 'allow') + getNum(pool, 'promo') + getNum(pool, 'pack') + room
+  ctx.spendablePool, ctx.spendableAt, ctx.spendable = pool, pool.v, spendable
+  return spendable
 end
 
 -- total × percent / 100 rounded up, exact below 2^53 (no intermediate product above it).
@@ -16,7 +20,9 @@ end
 -- The low-balance threshold: the larger of `low` (credits) and `lowp` percent of the allowance.
 local function lowThreshold(pool)
   local threshold = getNum(pool, 'low')
-  local byPercent = percentOf(getNum(pool, 'allow_total'), getNum(pool, 'lowp'))
+  local percent = getNum(pool, 'lowp')
+  local byPercent = 0 -- what percentOf gives for 0 percent
+  if percent ~= 0 then byPercent = percentOf(getNum(pool, 'allow_total'), percent) end
   if byPercent > threshold then threshold = byPercent end
   return threshold
 end
@@ -52,7 +58,7 @@ local function watchPool(ctx)
   end
   local refillBelow = getNum(pool, 'rft')
   if refillBelow > 0 and available < refillBelow and (pool.f.rfp or '') == '' then
-    setNum(pool, 'rfp', ctx.now)
+    setText(pool, 'rfp', nowText(ctx))
     appendEvent(ctx, pool, 'refill_due', {
       detail = cjson.encode({ available = intString(available), threshold = intString(refillBelow) }),
     })
@@ -109,21 +115,21 @@ end
 local function balanceView(ctx, account, pool, space)
   local available = availableFor(ctx, pool, space)
   local threshold = getNum(account, 'low')
-  local trial = 0
-  if getNum(pool, 'trial_end') > ctx.now then trial = getNum(pool, 'trial') end
+  local trial = '0'
+  if getNum(pool, 'trial_end') > ctx.now then trial = amountText(pool, 'trial') end
   local room = spaceRoom(space)
   return {
     account_id = account.id,
     plan = pool.f.plan or '',
     available = intString(available),
-    held = intString(getNum(pool, 'held')),
-    allowance_remaining = intString(getNum(pool, 'allow')),
-    allowance_total = intString(getNum(pool, 'allow_total')),
-    trial_credits = intString(trial),
-    pack_credits = intString(getNum(pool, 'pack')),
-    grant_credits = intString(getNum(pool, 'promo')),
-    overage_used = intString(getNum(pool, 'ovg')),
-    overage_limit = intString(getNum(pool, 'ovg_limit')),
+    held = amountText(pool, 'held'),
+    allowance_remaining = amountText(pool, 'allow'),
+    allowance_total = amountText(pool, 'allow_total'),
+    trial_credits = trial,
+    pack_credits = amountText(pool, 'pack'),
+    grant_credits = amountText(pool, 'promo'),
+    overage_used = amountText(pool, 'ovg'),
+    overage_limit = amountText(pool, 'ovg_limit'),
     period_start = pool.f.ps,
     period_end = pool.f.pe,
     low_balance = threshold > 0 and available <= threshold,

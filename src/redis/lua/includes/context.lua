@@ -25,9 +25,22 @@ local function newContext(KEYS, ARGV)
     now = tonumber(ARGV[1]),
     plans = ARGV[2],
     settledRetentionMs = ARGV[3],
-    lazyExpiryMax = tonumber(ARGV[4]),
+    lazyExpiryMax = ARGV[4], -- only ever handed to Redis (ZRANGEBYSCORE LIMIT): kept as text
     records = batchRecords or {},
+    -- Set later (false until then), listed here so the table is built at its full size once.
+    pool = false, watch = false, nowText = false, refusedForCredits = false,
+    spendablePool = false, spendableAt = false, spendable = false,
   }
+end
+
+-- intString(ctx.now), printed once per call: events, holds and settled records all stamp it.
+local function nowText(ctx)
+  local text = ctx.nowText
+  if not text then
+    text = intString(ctx.now)
+    ctx.nowText = text
+  end
+  return text
 end
 
 -- The record stored at key (cached), or nil when the key does not exist.
@@ -41,7 +54,7 @@ end
 
 -- A record that does not exist yet; it is written by saveAll.
 local function newRecord(ctx, key)
-  local record = { key = key, f = {}, dirty = {} }
+  local record = { key = key, id = nil, f = {}, dirty = false, v = 0, new = true }
   ctx.records[key] = record
   return record
 end

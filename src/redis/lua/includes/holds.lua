@@ -15,7 +15,7 @@ local function settleWithoutCharge(ctx, pool, reservation, state, kind, reason)
   end
   setText(reservation, 'state', state)
   setNum(reservation, 'released', held)
-  setNum(reservation, 'settled', ctx.now)
+  setText(reservation, 'settled', nowText(ctx))
   if reason and reason ~= '' then setText(reservation, 'reason', reason) end
   redis.call('ZREM', poolHoldsKey(ctx.P, pool.id), reservation.id)
   redis.call('ZREM', expiryKey(ctx.P), reservation.id)
@@ -41,8 +41,9 @@ end
 -- Releases up to `max` holds of this pool whose TTL has passed.
 local function expireDueHolds(ctx, pool, max)
   local holdsKey = poolHoldsKey(ctx.P, pool.id)
-  local due = redis.call('ZRANGEBYSCORE', holdsKey, '-inf', intString(ctx.now), 'LIMIT', 0, max)
-  for _, reservationId in ipairs(due) do
+  local due = redis.call('ZRANGEBYSCORE', holdsKey, '-inf', nowText(ctx), 'LIMIT', '0', max)
+  for i = 1, #due do
+    local reservationId = due[i]
     local reservation = getReservation(ctx, reservationId)
     if reservation and reservation.f.state == 'H' then
       expireHold(ctx, pool, reservation)

@@ -7,7 +7,8 @@
 ]]
 local function encodePortions(portions)
   local parts = {}
-  for _, p in ipairs(portions) do
+  for i = 1, #portions do
+    local p = portions[i]
     local name = p.b
     if p.tag then name = name .. '@' .. p.tag end
     parts[#parts + 1] = name .. '=' .. intString(p.n)
@@ -28,7 +29,8 @@ end
 
 local function sumPortions(portions, bucket)
   local total = 0
-  for _, p in ipairs(portions) do
+  for i = 1, #portions do
+    local p = portions[i]
     if bucket == nil or p.b == bucket then total = total + p.n end
   end
   return total
@@ -38,7 +40,8 @@ end
 local function splitPortions(portions, amount)
   local first, rest = {}, {}
   local left = amount
-  for _, p in ipairs(portions) do
+  for i = 1, #portions do
+    local p = portions[i]
     if left >= p.n then
       first[#first + 1] = p
       left = left - p.n
@@ -60,8 +63,33 @@ local function recordDelta(deltas, bucket, tag, n)
   elseif bucket == 'ovg' then deltas.overage = deltas.overage - n
   elseif bucket == 'promo' then
     deltas.promo = deltas.promo + n
-    deltas.promoDetail[#deltas.promoDetail + 1] = tag .. '=' .. intString(n)
+    local detail = deltas.promoDetail or {}
+    detail[#detail + 1] = tag .. '=' .. intString(n)
+    deltas.promoDetail = detail
   end
+end
+
+-- Takes up to `left` of a bucket's `have` credits as one portion; returns how many (0: none).
+local function takePortion(portions, deltas, left, bucket, tag, have)
+  local n = math.min(left, have)
+  if n <= 0 then return 0 end
+  portions[#portions + 1] = { b = bucket, tag = tag, n = n }
+  recordDelta(deltas, bucket, tag, -n)
+  return n
+end
+
+-- takeCredits' steps for the trial and the allowance; each returns what is still left to take.
+local function takeTrial(ctx, pool, portions, deltas, left)
+  if getNum(pool, 'trial_end') <= ctx.now then return left end
+  local n = takePortion(portions, deltas, left, 'trial', nil, getNum(pool, 'trial'))
+  addNum(pool, 'trial', -n)
+  return left - n
+end
+
+local function takeAllowance(pool, portions, deltas, left)
+  local n = takePortion(portions, deltas, left, 'allow', pool.f.ae or '0', getNum(pool, 'allow'))
+  addNum(pool, 'allow', -n)
+  return left - n
 end
 
 --[[
@@ -72,34 +100,28 @@ end
 local function takeCredits(ctx, pool, amount, withOverage, deltas)
   local portions = {}
   local left = amount
-  local function take(bucket, tag, have)
-    local n = math.min(left, have)
-    if n <= 0 then return 0 end
-    portions[#portions + 1] = { b = bucket, tag = tag, n = n }
-    recordDelta(deltas, bucket, tag, -n)
-    left = left - n
-    return n
+  if getNum(pool, 'trial_end') <= getNum(pool, 'pe') then
+    left = takeTrial(ctx, pool, portions, deltas, left)
+    left = takeAllowance(pool, portions, deltas, left)
+  else
+    left = takeAllowance(pool, portions, deltas, left)
+    left = takeTrial(ctx, pool, portions, deltas, left)
   end
-  local trialFirst = getNum(pool, 'trial_end') <= getNum(pool, 'pe')
-  local function takeTrial()
-    if getNum(pool, 'trial_end') > ctx.now then addNum(pool, 'trial', -take('trial', nil, getNum(pool, 'trial'))) end
-  end
-  local function takeAllowance()
-    addNum(pool, 'allow', -take('allow', pool.f.ae or '0', getNum(pool, 'allow')))
-  end
-  if trialFirst then takeTrial(); takeAllowance() else takeAllowance(); takeTrial() end
   if left > 0 and getNum(pool, 'promo') > 0 then
     local amountsKey = promoAmountsKey(ctx.P, pool.id)
-    for _, grantId in ipairs(redis.call('ZRANGE', promoKey(ctx.P, pool.id), 0, -1)) do
+    for _, grantId in ipairs(redis.call('ZRANGE', promoKey(ctx.P, pool.id), '0', '-1')) do
       if left <= 0 then break end
-      local n = take('promo', grantId, num(redis.call('HGET', amountsKey, grantId)))
+      local n = takePortion(portions, deltas, left, 'promo', grantId, num(redis.call('HGET', amountsKey, grantId)))
+      left = left - n
       if n > 0 then
         redis.call('HINCRBY', amountsKey, grantId, intString(-n))
         addNum(pool, 'promo', -n)
       end
     end
   end
-  addNum(pool, 'pack', -take('pack', nil, getNum(pool, 'pack')))
+  local packTaken = takePortion(portions, deltas, left, 'pack', nil, getNum(pool, 'pack'))
+  left = left - packTaken
+  addNum(pool, 'pack', -packTaken)
   if withOverage then
     local room = getNum(pool, 'ovg_limit') - getNum(pool, 'ovg')
     if room > 0 then
@@ -118,7 +140,8 @@ end
   lands in packs (a refund always gives the credits back, and packs never expire).
 ]]
 local function returnPortions(ctx, pool, portions, asRefund, deltas)
-  for _, p in ipairs(portions) do
+  for i = 1, #portions do
+    local p = portions[i]
     local bucket = nil
     if p.b == 'trial' and getNum(pool, 'trial_end') > ctx.now then
       addNum(pool, 'trial', p.n); bucket = 'trial'

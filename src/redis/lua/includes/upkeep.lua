@@ -48,7 +48,7 @@ end
 
 -- Keeps pool field promo_next = the soonest promotional expiry, so upkeep reads the zset only when due.
 local function refreshPromoNext(ctx, pool)
-  local first = redis.call('ZRANGE', promoKey(ctx.P, pool.id), 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', promoKey(ctx.P, pool.id), '0', '0', 'WITHSCORES')
   setText(pool, 'promo_next', first[2] or '')
 end
 
@@ -56,7 +56,7 @@ local function expirePromos(ctx, pool)
   local nextExpiry = pool.f.promo_next
   if not nextExpiry or nextExpiry == '' or tonumber(nextExpiry) > ctx.now then return end
   local zsetKey, amountsKey = promoKey(ctx.P, pool.id), promoAmountsKey(ctx.P, pool.id)
-  local due = redis.call('ZRANGEBYSCORE', zsetKey, '-inf', intString(ctx.now))
+  local due = redis.call('ZRANGEBYSCORE', zsetKey, '-inf', nowText(ctx))
   for _, grantId in ipairs(due) do
     local left = num(redis.call('HGET', amountsKey, grantId))
     redis.call('ZREM', zsetKey, grantId)
