@@ -6,7 +6,9 @@ import type { LedgerEvent } from '../domain/ledger-event.js';
  * INSERT … ON CONFLICT (event_id) DO NOTHING, then projections only for the rows actually inserted,
  * so a batch delivered twice (a crash between COMMIT and XACK) changes nothing the second time.
  * Every projection is order-independent (upserts that add, or keep the newest), because replicas
- * may commit consecutive batches of one stream in either order.
+ * may commit consecutive batches of one stream in either order. Each upsert that updates rows takes
+ * them in key order (ORDER BY), so two flush lanes or replicas writing the same rows at once wait
+ * for each other instead of deadlocking.
  */
 export interface WriteResult {
   inserted: number;
@@ -118,6 +120,7 @@ async function upsertOutcomes(client: pg.ClientBase, events: LedgerEvent[]): Pro
       SELECT r, a, s, u, f, st, c, co, sh, to_timestamp(t::double precision / 1000), e
       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[],
         $9::bigint[], $10::bigint[], $11::text[]) AS x(r, a, s, u, f, st, c, co, sh, t, e)
+      ORDER BY r
       ON CONFLICT (reservation_id) DO UPDATE SET state = excluded.state, charged = excluded.charged,
         charged_overage = excluded.charged_overage, shortfall = excluded.shortfall, settled_at = excluded.settled_at,
         event_id = excluded.event_id, account_id = excluded.account_id, space_id = excluded.space_id,
@@ -140,6 +143,7 @@ async function upsertOutcomes(client: pg.ClientBase, events: LedgerEvent[]): Pro
       SELECT r, a, s, u, f, 'committed', c, to_timestamp(t::double precision / 1000), e
       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[])
         AS x(r, a, s, u, f, c, t, e)
+      ORDER BY r
       ON CONFLICT (reservation_id) DO UPDATE SET refunded = reservation_outcomes.refunded + excluded.refunded`,
       [rows.map((r) => r.event.reservationId), rows.map((r) => r.event.accountId), rows.map((r) => r.event.spaceId),
         rows.map((r) => r.event.userId), rows.map((r) => r.event.feature), rows.map((r) => r.credits.toString()),
@@ -164,6 +168,7 @@ async function addUsage(client: pg.ClientBase, events: LedgerEvent[]): Promise<v
     INSERT INTO usage_rollups (account_id, period_start, space_id, feature, user_id, operations, credits)
     SELECT a, to_timestamp(p::double precision / 1000), s, f, u, o, c
     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[]) AS x(a, p, s, f, u, o, c)
+    ORDER BY a, p, s, f, u
     ON CONFLICT (account_id, period_start, space_id, feature, user_id) DO UPDATE
       SET operations = usage_rollups.operations + excluded.operations, credits = usage_rollups.credits + excluded.credits`,
     [rows.map((r) => r.e.accountId), rows.map((r) => r.e.periodStartMs), rows.map((r) => r.e.spaceId),
@@ -197,6 +202,7 @@ async function upsertSettings(client: pg.ClientBase, events: LedgerEvent[]): Pro
       to_timestamp(cr::double precision / 1000), sp, sq, lp
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
       $9::bigint[], $10::bigint[], $11::text[], $12::bigint[], $13::integer[]) AS x(a, pa, pl, pp, an, cap, tc, te, low, cr, sp, sq, lp)
+    ORDER BY a
     ON CONFLICT (account_id) DO UPDATE SET parent_id = excluded.parent_id, plan = excluded.plan,
       pending_plan = excluded.pending_plan, billing_anchor = excluded.billing_anchor,
       space_limit_credits = excluded.space_limit_credits, trial_credits = excluded.trial_credits,
