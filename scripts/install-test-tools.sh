@@ -3,6 +3,7 @@
 #   promtool (prometheus)   lints metric names and scrapes /metrics in a test
 #   go + sprig + yaml.v3    build the small Helm-template renderer in test/helm/render (no helm binary here)
 #   openssl                 makes the certificates of the TLS and mTLS tests
+#   faketime (libfaketime)  skews one meterd process's clock in the chaos suite (test/chaos)
 # Idempotent and quick when everything is there; run by `npm test` (pretest) and .ci/run.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v go >/dev/null || missing+=(golang-go)
 command -v openssl >/dev/null || missing+=(openssl)
+[ -n "$(find /usr/lib -name libfaketime.so.1 -print -quit 2>/dev/null)" ] || missing+=(faketime)
 [ -d /usr/share/gocode/src/github.com/Masterminds/sprig ] || missing+=(golang-github-masterminds-sprig-dev)
 [ -d /usr/share/gocode/src/gopkg.in/yaml.v3 ] || missing+=(golang-gopkg-yaml.v3-dev)
 

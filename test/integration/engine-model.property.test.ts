@@ -16,6 +16,7 @@ import { ExpirySweeper } from '../../src/redis/expiry-sweeper.js';
 import { homePartition, partitionPrefix } from '../../src/redis/keys.js';
 import { RedisCreditStore } from '../../src/redis/redis-credit-store.js';
 import { deleteKeys, LOCAL_REDIS, TEST_EPOCH_MS, TEST_PRODUCT } from '../support/meterd.js';
+import { notHeldReason, splitPortions, sumPortions, type HoldState } from '../support/model-portions.js';
 
 /**
  * Model-based property test of the credit engine: random sequences of reserve / commit / release /
@@ -125,7 +126,6 @@ interface Pool {
   charged: number;
 }
 
-type HoldState = 'H' | 'C' | 'R' | 'E';
 const STATE_NAMES: Record<HoldState, ReservationStateName> = { H: 'HELD', C: 'COMMITTED', R: 'RELEASED', E: 'EXPIRED' };
 
 interface ReserveRequest { account: number; requestId: string; credits: number | undefined; ttlSeconds: number }
@@ -177,35 +177,6 @@ interface CommitExpect {
   charged: number; overage: number; shortfall: number; released: number; replayed: boolean; balance: BalanceView;
 }
 interface ReleaseExpect { released: number; replayed: boolean; balance: BalanceView }
-
-const sum = (portions: Portion[], bucket?: Bucket): number =>
-  portions.reduce((total, p) => total + (bucket === undefined || p.b === bucket ? p.n : 0), 0);
-
-/** The first `amount` credits of the portions (in order) and the rest. */
-function splitPortions(portions: Portion[], amount: number): [Portion[], Portion[]] {
-  const first: Portion[] = [];
-  const rest: Portion[] = [];
-  let left = amount;
-  for (const p of portions) {
-    if (left >= p.n) {
-      first.push(p);
-      left -= p.n;
-    } else if (left > 0) {
-      first.push({ ...p, n: left });
-      rest.push({ ...p, n: p.n - left });
-      left = 0;
-    } else {
-      rest.push(p);
-    }
-  }
-  return [first, rest];
-}
-
-function notHeldReason(state: HoldState): string {
-  if (state === 'C') return 'RESERVATION_COMMITTED';
-  if (state === 'R') return 'RESERVATION_RELEASED';
-  return 'RESERVATION_EXPIRED';
-}
 
 class Model {
   readonly holds: Hold[] = [];
@@ -411,11 +382,11 @@ class Model {
     }
     p.held -= h.held;
     h.state = 'C';
-    h.charged = sum(charged);
-    h.overage = sum(charged, 'ovg');
+    h.charged = sumPortions(charged);
+    h.overage = sumPortions(charged, 'ovg');
     if (h.overage > 0) count('model: commit charged overage');
     h.shortfall = shortfall;
-    h.released = sum(back);
+    h.released = sumPortions(back);
     p.charged += h.charged;
     return {
       ok: true, charged: h.charged, overage: h.overage, shortfall, released: h.released, replayed: false, balance: this.view(p),
