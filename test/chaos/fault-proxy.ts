@@ -11,6 +11,7 @@
  * - down: new connections are reset at once (and open ones reset).
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { listenOnLoopback } from '../support/tcp-proxy.js';
 
 const HOST = '127.0.0.1';
 
@@ -135,15 +136,7 @@ export async function startFaultProxy(name: string, upstream: { host: string; po
     upstreamSocket.once('close', end);
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, HOST, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address();
-  if (typeof address !== 'object' || address === null) throw new Error(`fault proxy ${name}: no listening address`);
+  const port = await listenOnLoopback(server, `fault proxy ${name}`);
 
   const endBlackhole = (how: 'deliver' | 'reset'): void => {
     blackholed = false;
@@ -169,7 +162,7 @@ export async function startFaultProxy(name: string, upstream: { host: string; po
   return {
     name,
     host: HOST,
-    port: address.port,
+    port,
     get connectionsAccepted() {
       return accepted;
     },

@@ -32,6 +32,20 @@ interface Armed {
   reject: (err: Error) => void;
 }
 
+/** Starts `server` on a free loopback port; returns the port. */
+export async function listenOnLoopback(server: Server, what: string): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, HOST, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  if (typeof address !== 'object' || address === null) throw new Error(`${what}: no listening address`);
+  return address.port;
+}
+
 export async function startTcpProxy(upstream: { host: string; port: number }): Promise<TcpProxy> {
   const sockets = new Set<Socket>();
   let armed: Armed | null = null;
@@ -82,16 +96,7 @@ export async function startTcpProxy(upstream: { host: string; port: number }): P
     redis.once('close', () => client.destroy());
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, HOST, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address();
-  if (typeof address !== 'object' || address === null) throw new Error('tcp proxy: no listening address');
-  const port = address.port;
+  const port = await listenOnLoopback(server, 'tcp proxy');
 
   const disarm = (): void => {
     const current = armed;
