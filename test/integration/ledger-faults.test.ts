@@ -259,6 +259,14 @@ describe('kill -9 of a meterd process in the middle of a flush, under load', () 
       ((await pendingOf(consumers)).length === 0 && (await storedCount(eventIds)) === eventIds.length ? true : undefined), 20_000, 100);
   }
 
+  /**
+   * A survivor logs its reclaim after its pass over every partition, so the entries can be seen
+   * reclaimed (and, killed at COMMIT, already stored) a moment before the line is written.
+   */
+  async function waitUntilLogged(replica: Replica, line: string): Promise<void> {
+    await waitFor(`"${line}" in the log`, async () => (replica.process.output().includes(line) ? true : undefined), 20_000, 100);
+  }
+
   /** What every replica's backends are doing (for failure messages and the verbose log). */
   async function activity(): Promise<string> {
     const rows = (await db.query<{ app: string; wait: string | null; query: string; xact_ms: string | null }>(`
@@ -341,7 +349,7 @@ describe('kill -9 of a meterd process in the middle of a flush, under load', () 
     if (k1.stillOwned) expect(k1.committedByVictim).toBe(0);
     await load.waitForOps(100); // b alone serves on
     await waitUntilReclaimed(k1.consumers, k1.eventIds);
-    expect(b.process.output()).toContain('reclaimed ledger entries left pending by another consumer');
+    await waitUntilLogged(b, 'reclaimed ledger entries left pending by another consumer');
 
     const c = await startReplica('c');
     load.addTarget({ name: 'c', clients: c.clients, live: true });
@@ -355,7 +363,7 @@ describe('kill -9 of a meterd process in the middle of a flush, under load', () 
     if (k2.stillOwned) expect(k2.committedByVictim).toBe(k2.left);
     await load.waitForOps(100);
     await waitUntilReclaimed(k2.consumers, k2.eventIds);
-    expect(c.process.output()).toContain('reclaimed ledger entries left pending by another consumer');
+    await waitUntilLogged(c, 'reclaimed ledger entries left pending by another consumer');
 
     const d = await startReplica('d');
     load.addTarget({ name: 'd', clients: d.clients, live: true });
