@@ -10,6 +10,7 @@ import { AdminServiceService } from '../gen/meterd/v1/admin_service.js';
 import { MeteringServiceService } from '../gen/meterd/v1/metering_service.js';
 import { DATA_PLANE_SERVICE } from './auth.js';
 import { adminHandlers, meteringHandlers, type HandlerDependencies } from './handlers.js';
+import { withResultEncodingGuard } from './stream-operations.js';
 import { withTolerantDecoding } from './undecodable-request.js';
 
 /** The .proto files, for server reflection (proto/ in the repo; dist/proto in a build). */
@@ -48,7 +49,7 @@ export async function startGrpcServer(settings: GrpcServerSettings, deps: Handle
     'grpc.keepalive_timeout_ms': 10_000,
   });
   // Bytes that do not decode are refused by the handlers (INVALID_ARGUMENT, after authentication), not by grpc-js (INTERNAL).
-  server.addService(withTolerantDecoding(MeteringServiceService), meteringHandlers(deps));
+  server.addService(withTolerantDecoding(withResultEncodingGuard(MeteringServiceService, deps.logger)), meteringHandlers(deps));
   server.addService(withTolerantDecoding(AdminServiceService), adminHandlers(deps));
   const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING' as ServingStatus])));
   health.addToServer(server);

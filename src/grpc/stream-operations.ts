@@ -1,6 +1,7 @@
 import { status, type handleBidiStreamingCall } from '@grpc/grpc-js';
 import { DomainError, ErrorReason } from '../domain/errors.js';
-import type { OperationRequest, OperationResult } from '../gen/meterd/v1/metering_service.js';
+import { OperationResult, type OperationRequest, type MeteringServiceService } from '../gen/meterd/v1/metering_service.js';
+import type { Logger } from '../observability/logger.js';
 import { DATA_PLANE_SERVICE } from './auth.js';
 import type { HandlerDependencies, meteringOperations } from './handlers.js';
 import { toServiceError, toStatus } from './status-details.js';
@@ -121,5 +122,29 @@ export function streamOperationsHandler(deps: HandlerDependencies, operations: O
     call.on('error', () => {
       closed = true;
     });
+  };
+}
+
+/**
+ * The metering service with StreamOperations' result encoder answering a result it cannot encode (a
+ * bug, e.g. a negative amount where the reply has a uint64) with that operation's INTERNAL error:
+ * a failing write would otherwise end the stream for every operation on it. Free when encoding works.
+ */
+export function withResultEncodingGuard(service: typeof MeteringServiceService, logger: Logger): typeof MeteringServiceService {
+  const method = service.streamOperations;
+  return {
+    ...service,
+    streamOperations: {
+      ...method,
+      responseSerialize: (result: OperationResult): Buffer => {
+        try {
+          return method.responseSerialize(result);
+        } catch (err) {
+          logger.error({ err, opId: String(result.opId) }, 'a StreamOperations result could not be encoded (a bug): answered INTERNAL');
+          const internal = new DomainError(ErrorReason.INTERNAL, 'internal error');
+          return Buffer.from(OperationResult.encode({ opId: result.opId, result: { $case: 'error', value: { ...toStatus(internal), code: status.INTERNAL } } }).finish());
+        }
+      },
+    },
   };
 }
