@@ -140,9 +140,8 @@ export function withResultEncodingGuard(service: typeof MeteringServiceService, 
         try {
           return method.responseSerialize(result);
         } catch (err) {
-          logger.error({ err, opId: String(result.opId) }, 'a StreamOperations result could not be encoded (a bug): answered INTERNAL');
-          const internal = new DomainError(ErrorReason.INTERNAL, 'internal error');
-          return Buffer.from(OperationResult.encode({ opId: result.opId, result: { $case: 'error', value: { ...toStatus(internal), code: status.INTERNAL } } }).finish());
+          const internal = refusalOf(err, 'StreamOperations', logger, () => 'unknown'); // logs it, answers INTERNAL
+          return Buffer.from(OperationResult.encode({ opId: result.opId, result: { $case: 'error', value: toStatus(internal) } }).finish());
         }
       },
     },
