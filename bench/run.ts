@@ -592,20 +592,10 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       await attempt('part 5', async () => {
         // The empty call and meterd's cycle at one offered rate, side by side (their difference is what meterd adds).
         const atRate = async (rate: number, label: string) => {
-          const empty = await startEmptyServer();
-          let emptyResult;
-          try {
-            const call = emptyCaller(empty.port);
+          const emptyResult = await withEmptyServer(async (emptyCycle, call) => {
             await closedLoop('empty call warm-up', { ...options, seconds: 0.5, concurrency: 8 }, async () => { await call(); });
-            emptyResult = await openLoop(`empty grpc-js call (open loop${label})`, options, rate, async (_w, _n, times) => {
-              await call();
-              times.reserved();
-              await call();
-            });
-            call.close();
-          } finally {
-            await empty.stop();
-          }
+            return openLoop(`empty grpc-js call (open loop${label})`, options, rate, emptyCycle);
+          });
           return { empty: emptyResult, meterd: await openLoop(`meterd Reserve → Commit (open loop${label})`, options, rate, meterdCycle(spread)) };
         };
         const full = await atRate(options.rate, '');
@@ -669,18 +659,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     if (want(4)) {
       log('part 4: ceilings');
       await attempt('part 4 (empty call)', async () => {
-        const empty = await startEmptyServer();
-        try {
-          const call = emptyCaller(empty.port);
-          parts.emptyCall = await closedLoop('empty grpc-js unary call (2 per cycle)', { ...options, serverPid: empty.pid }, async (_w, _n, times) => {
-            await call();
-            times.reserved();
-            await call();
-          });
-          call.close();
-        } finally {
-          await empty.stop();
-        }
+        parts.emptyCall = await withEmptyServer((emptyCycle, _call, pid) =>
+          closedLoop('empty grpc-js unary call (2 per cycle)', { ...options, serverPid: pid }, emptyCycle));
       });
       await attempt('part 4 (Redis only)', async () => {
         const prefix = `${keyPrefix}x`;
@@ -753,6 +733,22 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     const empty = startChild(['--import', 'tsx', 'bench/empty-grpc-server.ts', String(port)], { ...process.env });
     await waitFor('empty grpc server', empty, async () => empty.output().includes('listening'));
     return { ...empty, port };
+  }
+
+  /** Runs `measure` against an empty server; emptyCycle is two empty calls, as meterd's cycle is two RPCs. */
+  async function withEmptyServer<T>(measure: (emptyCycle: Cycle, call: () => Promise<void>, pid: number) => Promise<T>): Promise<T> {
+    const empty = await startEmptyServer();
+    const call = emptyCaller(empty.port);
+    try {
+      return await measure(async (_w, _n, times) => {
+        await call();
+        times.reserved();
+        await call();
+      }, call, empty.pid);
+    } finally {
+      call.close();
+      await empty.stop();
+    }
   }
 }
 
