@@ -36,6 +36,8 @@ export interface LedgerEvent {
   detail: string | null;
   occurredAtMs: number;
   streamEntryId: string;
+  /** The stream entry id of the pool's previous event ('' before there was one, or for events older than the chain). */
+  prevStreamEntryId: string;
   /** Hash of every field: the same event id arriving with another payload is a bug to alarm on. */
   payloadSha256: string;
 }
@@ -97,6 +99,7 @@ export function parseLedgerEvent(streamEntryId: string, flat: string[]): LedgerE
     detail: fields.detail ?? null,
     occurredAtMs: Number(integer(fields, 'time')),
     streamEntryId,
+    prevStreamEntryId: fields.prev ?? '',
     payloadSha256: createHash('sha256').update(payload).digest('hex'),
   };
 }

@@ -101,7 +101,9 @@ export class MeterdMetrics {
     name: 'meterd_ledger_backlog_alarm', help: '1 while the backlog is past FLUSH_BACKLOG_ALARM_EVENTS (Postgres down or too slow).', registers: [this.registry],
   });
   private readonly ledgerConflicts = new Counter({
-    name: 'meterd_ledger_conflicts_total', help: 'Events whose id Postgres already had with another payload (kept in ledger_conflicts).', registers: [this.registry],
+    name: 'meterd_ledger_conflicts_total',
+    help: 'Events of a Redis that lost data: payload_differs and diverged are kept in ledger_conflicts; stranded were stored before their timeline was found diverged.',
+    labelNames: ['reason'], registers: [this.registry],
   });
   private readonly reconcileRuns = new Counter({
     name: 'meterd_reconcile_runs_total', help: 'Reconciliation runs: clean, drift, failed.', labelNames: ['result'], registers: [this.registry],
@@ -149,6 +151,7 @@ export class MeterdMetrics {
     for (const movement of ['held', 'charged', 'released', 'expired', 'overage', 'shortfall']) this.credits.inc({ movement }, 0);
     this.denials.inc({ reason: 'INSUFFICIENT_CREDITS' }, 0);
     for (const result of ['clean', 'drift', 'failed']) this.reconcileRuns.inc({ result }, 0);
+    for (const reason of ['payload_differs', 'diverged', 'stranded']) this.ledgerConflicts.inc({ reason }, 0);
   }
 
   /** For wrapUnary: counts RPCs by service, method and code, and times them. */
@@ -180,8 +183,8 @@ export class MeterdMetrics {
       this.errors.inc({ kind: 'flush_failed' });
     },
     idle: (nowMs) => this.flushLastSuccess.set(nowMs / 1000),
-    conflicts: (count) => {
-      this.ledgerConflicts.inc(count);
+    conflicts: (reason, count) => {
+      this.ledgerConflicts.inc({ reason }, count);
       this.errors.inc({ kind: 'ledger_conflict' }, count);
     },
     backlog: (events, alarm) => {

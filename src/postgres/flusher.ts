@@ -5,7 +5,7 @@ import { PARTITION_COUNT } from '../config/limits.js';
 import type { LedgerEvent } from '../domain/ledger-event.js';
 import type { Logger } from '../observability/logger.js';
 import { FLUSH_GROUP, type LedgerStreams } from '../redis/ledger-streams.js';
-import { writeLedgerBatch } from './ledger-writer.js';
+import { type LedgerConflictReason, writeLedgerBatch, type WriteResult } from './ledger-writer.js';
 
 /**
  * Moves ledger events from the partition streams into Postgres, exactly once in effect:
@@ -38,7 +38,8 @@ export interface FlushObserver {
   /** Nothing waited: the flusher is healthy and caught up. */
   idle(nowMs: number): void;
   failed(err: unknown): void;
-  conflicts(count: number): void;
+  /** Events kept apart in ledger_conflicts (payload_differs, diverged) or left stranded in the ledger (see writeLedgerBatch). */
+  conflicts(reason: LedgerConflictReason, count: number): void;
   backlog(events: number, alarm: boolean): void;
 }
 
@@ -151,16 +152,27 @@ export class LedgerFlusher {
       client.release();
     }
     this.observer.flushed(events, Date.now());
-    if (result.conflicting.length > 0) {
-      this.observer.conflicts(result.conflicting.length);
-      this.logger.error({ eventIds: result.conflicting.slice(0, 20), count: result.conflicting.length },
-        'ledger events already in Postgres with another payload (Redis lost data, or a bug): stored ones kept, new ones in ledger_conflicts');
-    }
+    this.reportConflicts(result);
     await Promise.all(batches.map(async (batch) => {
       await this.streams.ack(batch.partition, batch.events.map((e) => e.streamEntryId));
       await this.trim(batch.partition, FLUSH_GROUP);
     }));
     return { events: events.length, inserted: result.inserted, duplicates: result.duplicates };
+  }
+
+  /** Redis lost data (or a bug): every kind of it is an error log line and a count. */
+  private reportConflicts(result: WriteResult): void {
+    const report = (reason: LedgerConflictReason, eventIds: string[], message: string) => {
+      if (eventIds.length === 0) return;
+      this.observer.conflicts(reason, eventIds.length);
+      this.logger.error({ reason, eventIds: eventIds.slice(0, 20), count: eventIds.length }, message);
+    };
+    report('payload_differs', result.conflicting,
+      'ledger events already in Postgres with another payload (Redis lost data, or a bug): stored ones kept, new ones in ledger_conflicts');
+    report('diverged', result.diverged,
+      'ledger events of a Redis timeline that diverged from the ledger (Redis lost data and reused its sequence numbers): kept in ledger_conflicts');
+    report('stranded', result.stranded,
+      'ledger events of a diverged Redis timeline were stored before it was found (flushed out of order): the pool needs an operator (see README, Operations)');
   }
 
   /**

@@ -10,11 +10,18 @@ import type { LedgerEvent } from '../domain/ledger-event.js';
  * them in key order (ORDER BY), so two flush lanes or replicas writing the same rows at once wait
  * for each other instead of deadlocking.
  */
+/** Why events were kept apart (payload_differs, diverged) or flagged in the ledger (stranded). */
+export type LedgerConflictReason = 'payload_differs' | 'diverged' | 'stranded';
+
 export interface WriteResult {
   inserted: number;
   duplicates: number;
   /** Event ids already stored with another payload (kept in ledger_conflicts): a Redis that lost data, or a bug. */
   conflicting: string[];
+  /** Event ids of a Redis timeline that diverged from the ledger's (kept in ledger_conflicts): see judgeTimelines. */
+  diverged: string[];
+  /** Event ids already in the ledger that follow a diverged or conflicting event (flushed before it was judged). */
+  stranded: string[];
 }
 
 const COLUMNS = [
@@ -24,7 +31,7 @@ const COLUMNS = [
   ['charged_overage', 'bigint'], ['shortfall', 'bigint'], ['promo_detail', 'text'], ['plan', 'text'],
   ['period_start_ms', 'bigint'], ['period_end_ms', 'bigint'], ['expires_at_ms', 'bigint'], ['op_id', 'text'], ['reason', 'text'], ['actor', 'text'],
   ['labels', 'jsonb'], ['settings', 'jsonb'], ['occurred_at_ms', 'bigint'], ['stream_entry_id', 'text'],
-  ['payload_sha256', 'text'], ['detail', 'jsonb'],
+  ['payload_sha256', 'text'], ['detail', 'jsonb'], ['prev_stream_entry_id', 'text'],
 ] as const;
 
 const toMs = (column: string) => `CASE WHEN ${column} IS NULL THEN NULL ELSE to_timestamp(${column}::double precision / 1000) END`;
@@ -44,44 +51,119 @@ function columnValues(event: LedgerEvent): unknown[] {
     event.overage.toString(), event.held.toString(), event.charged.toString(), event.chargedOverage.toString(),
     event.shortfall.toString(), event.promoDetail, event.plan, event.periodStartMs, event.periodEndMs, event.expiresAtMs, event.opId,
     event.reason, event.actor, event.labels, event.settings, event.occurredAtMs, event.streamEntryId, event.payloadSha256,
-    event.detail,
+    event.detail, event.prevStreamEntryId,
   ];
 }
 
 const SETTLED_STATE: Record<string, string> = { commit: 'committed', release: 'released', expire: 'expired' };
 
 export async function writeLedgerBatch(client: pg.ClientBase, events: LedgerEvent[]): Promise<WriteResult> {
-  if (events.length === 0) return { inserted: 0, duplicates: 0, conflicting: [] };
+  if (events.length === 0) return { inserted: 0, duplicates: 0, conflicting: [], diverged: [], stranded: [] };
   const columns: unknown[][] = COLUMNS.map(() => []);
   for (const event of events) columnValues(event).forEach((value, i) => columns[i]?.push(value));
   const insertedIds = new Set((await client.query<{ event_id: string }>(INSERT_EVENTS, columns)).rows.map((r) => r.event_id));
-  const inserted = events.filter((e) => insertedIds.has(e.eventId));
 
   const duplicates = events.filter((e) => !insertedIds.has(e.eventId));
-  const conflicting: string[] = [];
-  if (duplicates.length > 0) {
-    const stored = await client.query<{ event_id: string; payload_sha256: string }>(
-      'SELECT event_id, payload_sha256 FROM ledger_events WHERE event_id = ANY($1::text[])', [duplicates.map((e) => e.eventId)]);
-    const hashes = new Map(stored.rows.map((r) => [r.event_id, r.payload_sha256]));
-    for (const e of duplicates) if (hashes.get(e.eventId) !== e.payloadSha256) conflicting.push(e.eventId);
-    const conflicts = duplicates.filter((e) => conflicting.includes(e.eventId));
-    if (conflicts.length > 0) {
-      // Never dropped: kept apart for an operator (a redelivered batch adds nothing twice).
-      await client.query(`
-        INSERT INTO ledger_conflicts (event_id, account_id, seq, payload, stream_entry_id)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[], $5::text[])
-        ON CONFLICT (event_id, stream_entry_id) DO NOTHING`,
-        [conflicts.map((e) => e.eventId), conflicts.map((e) => e.accountId), conflicts.map((e) => e.seq.toString()),
-          conflicts.map((e) => JSON.stringify(e, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))),
-          conflicts.map((e) => e.streamEntryId)]);
-    }
+  const conflicts = await payloadConflicts(client, duplicates);
+  const timelines = await judgeTimelines(client, events, insertedIds, conflicts);
+  if (timelines.diverged.length > 0) {
+    // Inserted a moment ago in this transaction, before any projection saw them.
+    await client.query('DELETE FROM ledger_events WHERE event_id = ANY($1::text[])', [timelines.diverged.map((e) => e.eventId)]);
   }
+  await keepApart(client, conflicts, 'payload_differs');
+  await keepApart(client, timelines.diverged, 'diverged');
 
+  const divergedIds = new Set(timelines.diverged.map((e) => e.eventId));
+  const inserted = events.filter((e) => insertedIds.has(e.eventId) && !divergedIds.has(e.eventId));
   await upsertOutcomes(client, inserted);
   await addUsage(client, inserted);
   await upsertSettings(client, inserted);
   await recordAlertsAndRefills(client, inserted);
-  return { inserted: inserted.length, duplicates: duplicates.length, conflicting };
+  return {
+    inserted: inserted.length,
+    duplicates: duplicates.length,
+    conflicting: conflicts.map((e) => e.eventId),
+    diverged: [...divergedIds],
+    stranded: timelines.stranded,
+  };
+}
+
+/** Duplicates whose stored payload differs: the same event id, another event. */
+async function payloadConflicts(client: pg.ClientBase, duplicates: LedgerEvent[]): Promise<LedgerEvent[]> {
+  if (duplicates.length === 0) return [];
+  const stored = await client.query<{ event_id: string; payload_sha256: string }>(
+    'SELECT event_id, payload_sha256 FROM ledger_events WHERE event_id = ANY($1::text[])', [duplicates.map((e) => e.eventId)]);
+  const hashes = new Map(stored.rows.map((r) => [r.event_id, r.payload_sha256]));
+  return duplicates.filter((e) => hashes.get(e.eventId) !== e.payloadSha256);
+}
+
+/** Never dropped: kept apart for an operator (a redelivered batch adds nothing twice). */
+async function keepApart(client: pg.ClientBase, events: LedgerEvent[], reason: Exclude<LedgerConflictReason, 'stranded'>): Promise<void> {
+  if (events.length === 0) return;
+  await client.query(`
+    INSERT INTO ledger_conflicts (event_id, account_id, seq, payload, stream_entry_id, reason)
+    SELECT *, $6 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[], $5::text[])
+    ON CONFLICT (event_id, stream_entry_id) DO NOTHING`,
+  [events.map((e) => e.eventId), events.map((e) => e.accountId), events.map((e) => e.seq.toString()),
+    events.map((e) => JSON.stringify(e, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))),
+    events.map((e) => e.streamEntryId), reason]);
+}
+
+const eventIdAt = (e: LedgerEvent, seq: bigint) => `${e.accountId}/${seq}`;
+
+/**
+ * Which Redis timeline an event is on. Each event names the stream entry of its pool's previous
+ * event (prev): a Redis that lost its tail hands out the lost sequence numbers again, and every
+ * event of that new timeline carries a chain that does not meet the ledger's. An event inserted by
+ * this batch is diverged when its previous event was kept apart (payload differs, or diverged
+ * itself), or when the ledger holds its previous or next event and the chain between them breaks
+ * (the ledger's timeline came first, so it wins). Diverged events are kept apart, never mixed into
+ * the ledger, however far past Postgres' last sequence number they run.
+ * Not judged: an event whose neighbours are not flushed yet (another replica's batch). If one of
+ * those later turns out to follow a diverged event, it is reported as stranded (an operator's case;
+ * repairPool checks the whole chain and refuses to rebuild from a broken one).
+ */
+async function judgeTimelines(client: pg.ClientBase, events: LedgerEvent[], insertedIds: Set<string>, conflicts: LedgerEvent[]):
+Promise<{ diverged: LedgerEvent[]; stranded: string[] }> {
+  const judged = events.filter((e) => insertedIds.has(e.eventId) && e.prevStreamEntryId !== '').sort((a, b) => (a.seq < b.seq ? -1 : 1));
+  if (judged.length === 0 && conflicts.length === 0) return { diverged: [], stranded: [] };
+  const inBatch = new Map(events.map((e) => [e.eventId, e]));
+  const neighbourIds = [...new Set([...judged, ...conflicts].flatMap((e) => [eventIdAt(e, e.seq - 1n), eventIdAt(e, e.seq + 1n)]))]
+    .filter((id) => !inBatch.has(id));
+  const stored = new Map<string, { sid: string; prev: string }>();
+  for (const r of (await client.query<{ event_id: string; stream_entry_id: string; prev_stream_entry_id: string }>(
+    'SELECT event_id, stream_entry_id, prev_stream_entry_id FROM ledger_events WHERE event_id = ANY($1::text[])', [neighbourIds])).rows) {
+    stored.set(r.event_id, { sid: r.stream_entry_id, prev: r.prev_stream_entry_id });
+  }
+  const apart = new Set<string>(); // "<event id> <stream entry id>" of events kept apart earlier
+  const unknown = neighbourIds.filter((id) => !stored.has(id));
+  if (unknown.length > 0) {
+    for (const r of (await client.query<{ event_id: string; stream_entry_id: string }>(
+      'SELECT event_id, stream_entry_id FROM ledger_conflicts WHERE event_id = ANY($1::text[])', [unknown])).rows) {
+      apart.add(`${r.event_id} ${r.stream_entry_id}`);
+    }
+  }
+
+  const keptApartSids = new Set(conflicts.map((e) => e.streamEntryId)); // of this batch, growing as events diverge
+  const diverged: LedgerEvent[] = [];
+  for (const e of judged) {
+    const previousId = eventIdAt(e, e.seq - 1n);
+    const next = stored.get(eventIdAt(e, e.seq + 1n));
+    const previousStored = stored.get(previousId);
+    const followsKeptApart = keptApartSids.has(e.prevStreamEntryId) || apart.has(`${previousId} ${e.prevStreamEntryId}`);
+    const breaksBefore = !inBatch.has(previousId) && previousStored !== undefined && previousStored.sid !== e.prevStreamEntryId;
+    const breaksAfter = next !== undefined && next.prev !== '' && next.prev !== e.streamEntryId;
+    if (followsKeptApart || breaksBefore || breaksAfter) {
+      diverged.push(e);
+      keptApartSids.add(e.streamEntryId);
+    }
+  }
+  // Stored events whose previous one is kept apart: written before that one was judged.
+  const stranded = [...diverged, ...conflicts].flatMap((e) => {
+    const next = stored.get(eventIdAt(e, e.seq + 1n));
+    return next !== undefined && next.prev === e.streamEntryId ? [eventIdAt(e, e.seq + 1n)] : [];
+  });
+  return { diverged, stranded };
 }
 
 /**

@@ -30,6 +30,7 @@ interface EventRow {
   trial: string; allowance: string; promo: string; pack: string; overage: string; held: string; charged: string;
   promo_detail: string; period_start_ms: string | null; period_end_ms: string | null; op_id: string;
   expires_at_ms: string | null; occurred_at_ms: string; labels: string | null;
+  stream_entry_id: string; prev_stream_entry_id: string;
 }
 
 interface AccountRow {
@@ -47,7 +48,8 @@ async function poolEvents(db: pg.Pool, accountId: string): Promise<EventRow[]> {
   return (await db.query<EventRow>(`
     SELECT seq, kind, space_id, user_id, feature, reservation_id, trial, allowance, promo, pack, overage, held, charged,
       promo_detail, ${MS('period_start')} AS period_start_ms, ${MS('period_end')} AS period_end_ms, op_id,
-      ${MS('expires_at')} AS expires_at_ms, ${MS('occurred_at')} AS occurred_at_ms, labels::text AS labels
+      ${MS('expires_at')} AS expires_at_ms, ${MS('occurred_at')} AS occurred_at_ms, labels::text AS labels,
+      stream_entry_id, prev_stream_entry_id
     FROM ledger_events WHERE account_id = $1 ORDER BY seq`, [accountId])).rows;
 }
 
@@ -75,17 +77,20 @@ export async function rebuildRedis(db: pg.Pool, product: ProductConfig, nowMs: n
  * still unflushed), and only while Redis' sequence number is unchanged (else it tries again).
  * Events Redis wrote over lost sequence numbers stay in ledger_conflicts with their payloads for an
  * operator: replaying them automatically would re-run charges decided against balances that never
- * existed in the ledger.
+ * existed in the ledger. A ledger whose chain of stream entries breaks (events of two Redis
+ * timelines, see judgeTimelines) is not rebuilt from: outcome ledger_diverged, for an operator.
  */
 export interface RepairReport {
   accountId: string;
-  outcome: 'repaired' | 'not_found' | 'postgres_behind';
-  /** Redis' sequence number before, and the pool's after (Postgres' last). */
+  outcome: 'repaired' | 'not_found' | 'postgres_behind' | 'ledger_diverged';
+  /** Redis' sequence number before, and the pool's after (Postgres' last; below Redis' when Redis ran on along a diverged timeline). */
   redisSeq: string;
   ledgerSeq: string;
   holdsDropped: number;
   /** Events of this pool kept apart in ledger_conflicts (for an operator to review). */
   conflicts: number;
+  /** ledger_diverged: the first event whose chain does not meet its previous one's stream entry. */
+  chainBreaksAtSeq?: string;
 }
 
 export interface PoolReplacer {
@@ -113,8 +118,16 @@ export async function repairPool(db: pg.Pool, product: ProductConfig, nowMs: num
     report.redisSeq = redisSeq.toString();
     report.ledgerSeq = ledgerSeq.toString();
     // Sequence numbers start at 1 with no gap, so a complete ledger has exactly ledgerSeq events.
-    if (ledgerSeq < redisSeq || BigInt(events.length) !== ledgerSeq) {
+    // Past it, Redis may have run on along a diverged timeline: every one of those events must be
+    // flushed (kept apart in ledger_conflicts) before the pool is replaced, so none turns up later.
+    const keptApartPast = ledgerSeq < redisSeq ? await keptApartBetween(db, accountId, ledgerSeq, redisSeq) : 0n;
+    if (ledgerSeq + keptApartPast < redisSeq || BigInt(events.length) !== ledgerSeq) {
       report.outcome = 'postgres_behind';
+      break;
+    }
+    const breaksAt = chainBreak(events);
+    if (breaksAt !== undefined) {
+      Object.assign(report, { outcome: 'ledger_diverged', chainBreaksAtSeq: breaksAt });
       break;
     }
     const spaces = (await db.query<AccountRow>(`SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE parent_id = $1`, [accountId])).rows;
@@ -123,15 +136,41 @@ export async function repairPool(db: pg.Pool, product: ProductConfig, nowMs: num
     if (result.replaced) {
       report.outcome = 'repaired';
       report.holdsDropped = result.holdsDropped;
+      // Every event kept apart up to here was of the timeline just replaced.
       await db.query('UPDATE ledger_conflicts SET repaired_at = now() WHERE account_id = $1 AND repaired_at IS NULL AND seq <= $2',
-        [accountId, ledgerSeq.toString()]);
+        [accountId, (redisSeq > ledgerSeq ? redisSeq : ledgerSeq).toString()]);
       break;
     }
   }
   if (report.outcome === 'repaired') logger?.warn(report, 'repaired a pool from the Postgres ledger');
   else if (report.outcome === 'not_found') logger?.error(report, 'cannot repair: Postgres has no root account by this id');
+  else if (report.outcome === 'ledger_diverged') {
+    logger?.error(report, 'cannot repair: the ledger holds events of two Redis timelines (an operator must decide; see README, Operations)');
+  }
   else logger?.error(report, 'cannot repair yet: Postgres does not hold every event Redis has (let the flusher catch up)');
   return report;
+}
+
+/** How many sequence numbers in (after, upTo] have an event kept apart and not yet repaired. */
+async function keptApartBetween(db: pg.Pool, accountId: string, after: bigint, upTo: bigint): Promise<bigint> {
+  const row = (await db.query<{ n: string }>(
+    'SELECT count(DISTINCT seq) AS n FROM ledger_conflicts WHERE account_id = $1 AND repaired_at IS NULL AND seq > $2 AND seq <= $3',
+    [accountId, after.toString(), upTo.toString()])).rows[0];
+  return BigInt(row?.n ?? '0');
+}
+
+/**
+ * Where a pool's ledger stops being one Redis timeline: the sequence number of the first event whose
+ * prev is not its previous event's stream entry (events older than the chain carry '' and pass).
+ * judgeTimelines keeps such events out as they are flushed; this is the check for the rest (events
+ * flushed out of order before their timeline was found diverged).
+ */
+function chainBreak(events: EventRow[]): string | undefined {
+  for (let i = 1; i < events.length; i++) {
+    const e = events[i] as EventRow;
+    if (e.prev_stream_entry_id !== '' && e.prev_stream_entry_id !== (events[i - 1] as EventRow).stream_entry_id) return e.seq;
+  }
+  return undefined;
 }
 
 interface RefillRow { threshold: string; pendingSinceMs: string }
@@ -190,6 +229,8 @@ function rebuildPool(root: AccountRow, spaces: AccountRow[], events: EventRow[],
     held: String(sum('held')), trial_total: root.trial_credits, trial: String(sum('trial')), trial_end: trialEnd,
     pack: String(sum('pack')), promo: String(sum('promo')), low: root.low_balance_threshold, lowp: String(root.low_balance_percent),
     created: root.created_at_ms, seq: events[events.length - 1]?.seq ?? '0', parent: '',
+    // The next event's chain starts at the ledger's last one (see ledger.lua, judgeTimelines).
+    lsid: events[events.length - 1]?.stream_entry_id ?? '',
     promo_next: promoNext === undefined ? '' : String(promoNext),
     rft: refill?.threshold ?? '0', rfp: refill?.pendingSinceMs ?? '',
   };

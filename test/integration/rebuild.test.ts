@@ -10,7 +10,7 @@ import { deleteKeys, LOCAL_REDIS, startTestMeterd, TEST_EPOCH_MS, TEST_PRODUCT, 
 
 const DAY_MS = 86_400_000;
 const POOL_FIELDS = ['plan', 'next_plan', 'anchor', 'ps', 'pe', 'allow_total', 'allow', 'ovg_limit', 'ovg', 'ae', 'held',
-  'trial_total', 'trial', 'trial_end', 'pack', 'promo', 'low', 'seq', 'promo_next'];
+  'trial_total', 'trial', 'trial_end', 'pack', 'promo', 'low', 'seq', 'promo_next', 'lsid'];
 
 /**
  * Redis lost: rebuilt from the Postgres ledger, every pool has the same fields; open holds are gone

@@ -222,16 +222,30 @@ export async function streamLengths(redis: Redis, keyPrefix: string): Promise<nu
 }
 
 /**
+ * Per pool, the sequence numbers past Postgres' last event that have an event kept apart (a Redis
+ * timeline that diverged from the ledger, not repaired yet).
+ */
+async function keptApartPastLedger(view: LedgerView): Promise<Map<string, bigint>> {
+  const rows = (await view.db.query<{ account_id: string; n: string }>(`
+    SELECT c.account_id, count(DISTINCT c.seq) AS n FROM ledger_conflicts c
+    WHERE c.account_id = ANY($1::text[]) AND c.repaired_at IS NULL
+      AND c.seq > (SELECT coalesce(max(e.seq), 0) FROM ledger_events e WHERE e.account_id = c.account_id)
+    GROUP BY c.account_id`, [view.accounts])).rows;
+  return new Map(rows.map((r) => [r.account_id, BigInt(r.n)]));
+}
+
+/**
  * Bounded poll until Postgres holds every event of every pool (as many rows as Redis' sequence
- * number) and the flush group has nothing pending (every entry acknowledged, also those dead
- * consumers left behind).
+ * number, counting those of a diverged Redis timeline kept apart in ledger_conflicts) and the flush
+ * group has nothing pending (every entry acknowledged, also those dead consumers left behind).
  */
 export async function waitUntilFlushed(view: LedgerView, withinMs = 30_000): Promise<void> {
   const deadline = Date.now() + withinMs;
   for (;;) {
     const seqs = await redisSeqs(view);
     const stored = await postgresSequences(view);
-    const behind = view.accounts.filter((a) => (stored.get(a)?.n ?? 0n) !== seqs.get(a));
+    const keptApart = await keptApartPastLedger(view);
+    const behind = view.accounts.filter((a) => (stored.get(a)?.n ?? 0n) + (keptApart.get(a) ?? 0n) !== seqs.get(a));
     const pending = await pendingEntries(view.redis, view.keyPrefix);
     if (behind.length === 0 && pending === 0) return;
     if (Date.now() > deadline) {

@@ -1,7 +1,9 @@
 --[[
   Appends one ledger event for a pool to the partition's stream, in the same script as the change it
   records. Event id = "<pool>/<seq>" with a per-pool sequence number without gaps, so the flush to
-  Postgres can be exactly once and reconciliation can spot a lost tail.
+  Postgres can be exactly once and reconciliation can spot a lost tail. prev is the stream entry id
+  of the pool's previous event (the pool's lsid field): a chain that tells the flush when a Redis
+  that lost its tail hands out lost sequence numbers again (a new timeline, kept out of the ledger).
   Amount fields are signed changes of the pool's fields: trial, allowance, promo, pack, overage (used),
   held and charged; charged_overage is the part of charged drawn from overage (what is billed
   separately); shortfall is cost that did not fit; settings is an account's settings as JSON
@@ -34,7 +36,12 @@ local function appendEvent(ctx, pool, kind, fields)
       n = n + 2
     end
   end
-  redis.call('XADD', ledgerKey(ctx.P), '*', unpack(args, 1, n))
+  local last = pool.f.lsid
+  if last and last ~= '' then
+    args[n + 1], args[n + 2] = 'prev', last
+    n = n + 2
+  end
+  setText(pool, 'lsid', redis.call('XADD', ledgerKey(ctx.P), '*', unpack(args, 1, n)))
 end
 
 -- Signed changes per bucket, gathered while credits move, then written into one event. promoDetail
