@@ -102,7 +102,7 @@ export class MeterdMetrics {
   });
   private readonly ledgerConflicts = new Counter({
     name: 'meterd_ledger_conflicts_total',
-    help: 'Events of a Redis that lost data: payload_differs and diverged are kept in ledger_conflicts; stranded were stored before their timeline was found diverged.',
+    help: 'Events of a Redis that lost data, kept in ledger_conflicts: payload_differs (an id stored with another payload), diverged (another Redis timeline).',
     labelNames: ['reason'], registers: [this.registry],
   });
   private readonly reconcileRuns = new Counter({
@@ -151,7 +151,7 @@ export class MeterdMetrics {
     for (const movement of ['held', 'charged', 'released', 'expired', 'overage', 'shortfall']) this.credits.inc({ movement }, 0);
     this.denials.inc({ reason: 'INSUFFICIENT_CREDITS' }, 0);
     for (const result of ['clean', 'drift', 'failed']) this.reconcileRuns.inc({ result }, 0);
-    for (const reason of ['payload_differs', 'diverged', 'stranded']) this.ledgerConflicts.inc({ reason }, 0);
+    for (const reason of ['payload_differs', 'diverged']) this.ledgerConflicts.inc({ reason }, 0);
   }
 
   /** For wrapUnary: counts RPCs by service, method and code, and times them. */

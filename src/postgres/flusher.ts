@@ -38,7 +38,7 @@ export interface FlushObserver {
   /** Nothing waited: the flusher is healthy and caught up. */
   idle(nowMs: number): void;
   failed(err: unknown): void;
-  /** Events kept apart in ledger_conflicts (payload_differs, diverged) or left stranded in the ledger (see writeLedgerBatch). */
+  /** Events kept apart in ledger_conflicts: payload_differs, diverged (see chainPool). */
   conflicts(reason: LedgerConflictReason, count: number): void;
   backlog(events: number, alarm: boolean): void;
 }
@@ -171,8 +171,6 @@ export class LedgerFlusher {
       'ledger events already in Postgres with another payload (Redis lost data, or a bug): stored ones kept, new ones in ledger_conflicts');
     report('diverged', result.diverged,
       'ledger events of a Redis timeline that diverged from the ledger (Redis lost data and reused its sequence numbers): kept in ledger_conflicts');
-    report('stranded', result.stranded,
-      'ledger events of a diverged Redis timeline were stored before it was found (flushed out of order): the pool needs an operator (see README, Operations)');
   }
 
   /**

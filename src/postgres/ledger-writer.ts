@@ -1,27 +1,31 @@
 import type pg from 'pg';
+import { type Candidate, chainPool, type ChainOutcome, type LedgerHead, predecessorId } from '../domain/ledger-chain.js';
 import type { LedgerEvent } from '../domain/ledger-event.js';
 
 /**
- * Writes one batch of ledger events and the projections they drive, in the caller's transaction:
- * INSERT … ON CONFLICT (event_id) DO NOTHING, then projections only for the rows actually inserted,
- * so a batch delivered twice (a crash between COMMIT and XACK) changes nothing the second time.
+ * Writes one batch of ledger events and the projections they drive, in the caller's transaction.
+ * The events join each pool's ledger as one unbroken chain (chainPool: in order, after the pool's
+ * head, chained to it; a redelivery adds nothing, another Redis timeline is kept apart, an event
+ * ahead of its predecessor waits in ledger_parked), then projections run only for the events that
+ * joined, so a batch delivered twice (a crash between COMMIT and XACK) changes nothing the second time.
  * Every projection is order-independent (upserts that add, or keep the newest), because replicas
  * may commit consecutive batches of one stream in either order. Each upsert that updates rows takes
  * them in key order (ORDER BY), so two flush lanes or replicas writing the same rows at once wait
  * for each other instead of deadlocking.
  */
-/** Why events were kept apart (payload_differs, diverged) or flagged in the ledger (stranded). */
-export type LedgerConflictReason = 'payload_differs' | 'diverged' | 'stranded';
+/** Why events were kept apart in ledger_conflicts. */
+export type LedgerConflictReason = 'payload_differs' | 'diverged';
 
 export interface WriteResult {
   inserted: number;
   duplicates: number;
   /** Event ids already stored with another payload (kept in ledger_conflicts): a Redis that lost data, or a bug. */
   conflicting: string[];
-  /** Event ids of a Redis timeline that diverged from the ledger's (kept in ledger_conflicts): see judgeTimelines. */
+  /** Event ids of a Redis timeline that diverged from the ledger's (kept in ledger_conflicts): see chainPool. */
   diverged: string[];
-  /** Event ids already in the ledger that follow a diverged or conflicting event (flushed before it was judged). */
-  stranded: string[];
+  /** Events that arrived before the one they follow, parked until it comes; parked ones settled now. */
+  parked: number;
+  unparked: number;
 }
 
 const COLUMNS = [
@@ -58,112 +62,116 @@ function columnValues(event: LedgerEvent): unknown[] {
 const SETTLED_STATE: Record<string, string> = { commit: 'committed', release: 'released', expire: 'expired' };
 
 export async function writeLedgerBatch(client: pg.ClientBase, events: LedgerEvent[]): Promise<WriteResult> {
-  if (events.length === 0) return { inserted: 0, duplicates: 0, conflicting: [], diverged: [], stranded: [] };
-  const columns: unknown[][] = COLUMNS.map(() => []);
-  for (const event of events) columnValues(event).forEach((value, i) => columns[i]?.push(value));
-  const insertedIds = new Set((await client.query<{ event_id: string }>(INSERT_EVENTS, columns)).rows.map((r) => r.event_id));
-
-  const duplicates = events.filter((e) => !insertedIds.has(e.eventId));
-  const conflicts = await payloadConflicts(client, duplicates);
-  const timelines = await judgeTimelines(client, events, insertedIds, conflicts);
-  if (timelines.diverged.length > 0) {
-    // Inserted a moment ago in this transaction, before any projection saw them.
-    await client.query('DELETE FROM ledger_events WHERE event_id = ANY($1::text[])', [timelines.diverged.map((e) => e.eventId)]);
+  if (events.length === 0) return { inserted: 0, duplicates: 0, conflicting: [], diverged: [], parked: 0, unparked: 0 };
+  const chained = await chainBatch(client, events);
+  const accepted = chained.flatMap((c) => c.accepted);
+  if (accepted.length > 0) {
+    const columns: unknown[][] = COLUMNS.map(() => []);
+    for (const event of accepted) columnValues(event).forEach((value, i) => columns[i]?.push(value));
+    await client.query(INSERT_EVENTS, columns);
   }
+  const conflicts = chained.flatMap((c) => c.payloadDiffers);
+  const diverged = chained.flatMap((c) => c.diverged);
   await keepApart(client, conflicts, 'payload_differs');
-  await keepApart(client, timelines.diverged, 'diverged');
+  await keepApart(client, diverged, 'diverged');
+  await park(client, chained.flatMap((c) => c.parked), chained.flatMap((c) => c.unparked));
+  await moveHeads(client, chained.filter((c) => c.accepted.length > 0));
 
-  const divergedIds = new Set(timelines.diverged.map((e) => e.eventId));
-  const inserted = events.filter((e) => insertedIds.has(e.eventId) && !divergedIds.has(e.eventId));
-  await upsertOutcomes(client, inserted);
-  await addUsage(client, inserted);
-  await upsertSettings(client, inserted);
-  await recordAlertsAndRefills(client, inserted);
+  await upsertOutcomes(client, accepted);
+  await addUsage(client, accepted);
+  await upsertSettings(client, accepted);
+  await recordAlertsAndRefills(client, accepted);
   return {
-    inserted: inserted.length,
-    duplicates: duplicates.length,
+    inserted: accepted.length,
+    duplicates: chained.reduce((sum, c) => sum + c.duplicates, 0),
     conflicting: conflicts.map((e) => e.eventId),
-    diverged: [...divergedIds],
-    stranded: timelines.stranded,
+    diverged: diverged.map((e) => e.eventId),
+    parked: chained.reduce((sum, c) => sum + c.parked.length, 0),
+    unparked: chained.reduce((sum, c) => sum + c.unparked.length, 0),
   };
 }
 
-/** Duplicates whose stored payload differs: the same event id, another event. */
-async function payloadConflicts(client: pg.ClientBase, duplicates: LedgerEvent[]): Promise<LedgerEvent[]> {
-  if (duplicates.length === 0) return [];
-  const stored = await client.query<{ event_id: string; payload_sha256: string }>(
-    'SELECT event_id, payload_sha256 FROM ledger_events WHERE event_id = ANY($1::text[])', [duplicates.map((e) => e.eventId)]);
-  const hashes = new Map(stored.rows.map((r) => [r.event_id, r.payload_sha256]));
-  return duplicates.filter((e) => hashes.get(e.eventId) !== e.payloadSha256);
+/**
+ * Locks the heads of the batch's pools (in key order: flushes of one pool take turns, and never
+ * deadlock), then decides per pool with chainPool what joins the ledger.
+ */
+async function chainBatch(client: pg.ClientBase, events: LedgerEvent[]): Promise<Array<ChainOutcome & { accountId: string }>> {
+  const pools = [...new Set(events.map((e) => e.accountId))].sort();
+  await client.query(`INSERT INTO ledger_heads (account_id, seq, stream_entry_id) SELECT a, 0, '' FROM unnest($1::text[]) AS a
+    ORDER BY a ON CONFLICT (account_id) DO NOTHING`, [pools]);
+  const heads = new Map((await client.query<{ account_id: string; seq: string; stream_entry_id: string }>(
+    'SELECT account_id, seq, stream_entry_id FROM ledger_heads WHERE account_id = ANY($1::text[]) ORDER BY account_id FOR UPDATE', [pools],
+  )).rows.map((r) => [r.account_id, { seq: BigInt(r.seq), streamEntryId: r.stream_entry_id }]));
+
+  const candidates = new Map<string, Candidate[]>(pools.map((id) => [id, []]));
+  for (const event of events) candidates.get(event.accountId)?.push({ event, parked: false });
+  for (const r of (await client.query<{ payload: EventJson }>(
+    'SELECT payload FROM ledger_parked WHERE account_id = ANY($1::text[])', [pools])).rows) {
+    const event = eventFromJson(r.payload);
+    candidates.get(event.accountId)?.push({ event, parked: true });
+  }
+  const all = [...candidates.values()].flat().map((c) => c.event);
+  const headOf = (e: LedgerEvent) => heads.get(e.accountId)?.seq ?? 0n;
+
+  // What the pools' earlier events left: payload hashes at or before the head, kept-apart predecessors past it.
+  const behind = all.filter((e) => e.seq <= headOf(e)).map((e) => e.eventId);
+  const storedHashes = new Map(behind.length === 0 ? [] : (await client.query<{ event_id: string; payload_sha256: string }>(
+    'SELECT event_id, payload_sha256 FROM ledger_events WHERE event_id = ANY($1::text[])', [behind])).rows.map((r) => [r.event_id, r.payload_sha256]));
+  const ahead = all.filter((e) => e.seq > headOf(e) + 1n).map(predecessorId);
+  const keptApart = new Set(ahead.length === 0 ? [] : (await client.query<{ event_id: string; stream_entry_id: string }>(
+    'SELECT event_id, stream_entry_id FROM ledger_conflicts WHERE event_id = ANY($1::text[])', [ahead])).rows.map((r) => `${r.event_id} ${r.stream_entry_id}`));
+
+  return pools.map((accountId) => ({
+    accountId,
+    ...chainPool({ head: heads.get(accountId) ?? { seq: 0n, streamEntryId: '' }, candidates: candidates.get(accountId) ?? [], storedHashes, keptApart }),
+  }));
+}
+
+type EventJson = Record<string, unknown>;
+
+const BIGINT_FIELDS = ['seq', 'trial', 'allowance', 'promo', 'pack', 'overage', 'held', 'charged', 'chargedOverage', 'shortfall'] as const;
+
+/** An event as stored in ledger_parked and ledger_conflicts: JSON, amounts as decimal text. */
+const eventJson = (e: LedgerEvent): string => JSON.stringify(e, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
+
+function eventFromJson(json: EventJson): LedgerEvent {
+  const event = { ...json } as unknown as Record<string, unknown>;
+  for (const field of BIGINT_FIELDS) event[field] = BigInt(json[field] as string);
+  return event as unknown as LedgerEvent;
 }
 
 /** Never dropped: kept apart for an operator (a redelivered batch adds nothing twice). */
-async function keepApart(client: pg.ClientBase, events: LedgerEvent[], reason: Exclude<LedgerConflictReason, 'stranded'>): Promise<void> {
+async function keepApart(client: pg.ClientBase, events: LedgerEvent[], reason: LedgerConflictReason): Promise<void> {
   if (events.length === 0) return;
   await client.query(`
     INSERT INTO ledger_conflicts (event_id, account_id, seq, payload, stream_entry_id, reason)
     SELECT *, $6 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[], $5::text[])
     ON CONFLICT (event_id, stream_entry_id) DO NOTHING`,
   [events.map((e) => e.eventId), events.map((e) => e.accountId), events.map((e) => e.seq.toString()),
-    events.map((e) => JSON.stringify(e, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))),
-    events.map((e) => e.streamEntryId), reason]);
+    events.map(eventJson), events.map((e) => e.streamEntryId), reason]);
 }
 
-const eventIdAt = (e: LedgerEvent, seq: bigint) => `${e.accountId}/${seq}`;
+async function park(client: pg.ClientBase, parked: LedgerEvent[], unparked: LedgerEvent[]): Promise<void> {
+  if (parked.length > 0) {
+    await client.query(`
+      INSERT INTO ledger_parked (account_id, seq, stream_entry_id, payload)
+      SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[]) ON CONFLICT DO NOTHING`,
+    [parked.map((e) => e.accountId), parked.map((e) => e.seq.toString()), parked.map((e) => e.streamEntryId), parked.map(eventJson)]);
+  }
+  if (unparked.length > 0) {
+    await client.query(`
+      DELETE FROM ledger_parked p USING unnest($1::text[], $2::bigint[], $3::text[]) AS x(a, s, sid)
+      WHERE p.account_id = x.a AND p.seq = x.s AND p.stream_entry_id = x.sid`,
+    [unparked.map((e) => e.accountId), unparked.map((e) => e.seq.toString()), unparked.map((e) => e.streamEntryId)]);
+  }
+}
 
-/**
- * Which Redis timeline an event is on. Each event names the stream entry of its pool's previous
- * event (prev): a Redis that lost its tail hands out the lost sequence numbers again, and every
- * event of that new timeline carries a chain that does not meet the ledger's. An event inserted by
- * this batch is diverged when its previous event was kept apart (payload differs, or diverged
- * itself), or when the ledger holds its previous or next event and the chain between them breaks
- * (the ledger's timeline came first, so it wins). Diverged events are kept apart, never mixed into
- * the ledger, however far past Postgres' last sequence number they run.
- * Not judged: an event whose neighbours are not flushed yet (another replica's batch). If one of
- * those later turns out to follow a diverged event, it is reported as stranded (an operator's case;
- * repairPool checks the whole chain and refuses to rebuild from a broken one).
- */
-async function judgeTimelines(client: pg.ClientBase, events: LedgerEvent[], insertedIds: Set<string>, conflicts: LedgerEvent[]):
-Promise<{ diverged: LedgerEvent[]; stranded: string[] }> {
-  const judged = events.filter((e) => insertedIds.has(e.eventId) && e.prevStreamEntryId !== '').sort((a, b) => (a.seq < b.seq ? -1 : 1));
-  if (judged.length === 0 && conflicts.length === 0) return { diverged: [], stranded: [] };
-  const inBatch = new Map(events.map((e) => [e.eventId, e]));
-  const neighbourIds = [...new Set([...judged, ...conflicts].flatMap((e) => [eventIdAt(e, e.seq - 1n), eventIdAt(e, e.seq + 1n)]))]
-    .filter((id) => !inBatch.has(id));
-  const stored = new Map<string, { sid: string; prev: string }>();
-  for (const r of (await client.query<{ event_id: string; stream_entry_id: string; prev_stream_entry_id: string }>(
-    'SELECT event_id, stream_entry_id, prev_stream_entry_id FROM ledger_events WHERE event_id = ANY($1::text[])', [neighbourIds])).rows) {
-    stored.set(r.event_id, { sid: r.stream_entry_id, prev: r.prev_stream_entry_id });
-  }
-  const apart = new Set<string>(); // "<event id> <stream entry id>" of events kept apart earlier
-  const unknown = neighbourIds.filter((id) => !stored.has(id));
-  if (unknown.length > 0) {
-    for (const r of (await client.query<{ event_id: string; stream_entry_id: string }>(
-      'SELECT event_id, stream_entry_id FROM ledger_conflicts WHERE event_id = ANY($1::text[])', [unknown])).rows) {
-      apart.add(`${r.event_id} ${r.stream_entry_id}`);
-    }
-  }
-
-  const keptApartSids = new Set(conflicts.map((e) => e.streamEntryId)); // of this batch, growing as events diverge
-  const diverged: LedgerEvent[] = [];
-  for (const e of judged) {
-    const previousId = eventIdAt(e, e.seq - 1n);
-    const next = stored.get(eventIdAt(e, e.seq + 1n));
-    const previousStored = stored.get(previousId);
-    const followsKeptApart = keptApartSids.has(e.prevStreamEntryId) || apart.has(`${previousId} ${e.prevStreamEntryId}`);
-    const breaksBefore = !inBatch.has(previousId) && previousStored !== undefined && previousStored.sid !== e.prevStreamEntryId;
-    const breaksAfter = next !== undefined && next.prev !== '' && next.prev !== e.streamEntryId;
-    if (followsKeptApart || breaksBefore || breaksAfter) {
-      diverged.push(e);
-      keptApartSids.add(e.streamEntryId);
-    }
-  }
-  // Stored events whose previous one is kept apart: written before that one was judged.
-  const stranded = [...diverged, ...conflicts].flatMap((e) => {
-    const next = stored.get(eventIdAt(e, e.seq + 1n));
-    return next !== undefined && next.prev === e.streamEntryId ? [eventIdAt(e, e.seq + 1n)] : [];
-  });
-  return { diverged, stranded };
+async function moveHeads(client: pg.ClientBase, moved: Array<{ accountId: string; head: LedgerHead }>): Promise<void> {
+  if (moved.length === 0) return;
+  await client.query(`
+    UPDATE ledger_heads h SET seq = x.s, stream_entry_id = x.sid FROM unnest($1::text[], $2::bigint[], $3::text[]) AS x(a, s, sid)
+    WHERE h.account_id = x.a`,
+  [moved.map((m) => m.accountId), moved.map((m) => m.head.seq.toString()), moved.map((m) => m.head.streamEntryId)]);
 }
 
 /**

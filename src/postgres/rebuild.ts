@@ -132,7 +132,9 @@ export async function repairPool(db: pg.Pool, product: ProductConfig, nowMs: num
     }
     const spaces = (await db.query<AccountRow>(`SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE parent_id = $1`, [accountId])).rows;
     const refill = (await refillThresholdsOf(db, accountId)).get(accountId);
-    const result = await redis.replacePool(rebuildPool(root, spaces, events, product, nowMs, refill), redisSeq);
+    const pool = rebuildPool(root, spaces, events, product, nowMs, refill);
+    pool.forget = await reservationsSinceDivergence(db, accountId, redisSeq);
+    const result = await redis.replacePool(pool, redisSeq);
     if (result.replaced) {
       report.outcome = 'repaired';
       report.holdsDropped = result.holdsDropped;
@@ -149,6 +151,26 @@ export async function repairPool(db: pg.Pool, product: ProductConfig, nowMs: num
   }
   else logger?.error(report, 'cannot repair yet: Postgres does not hold every event Redis has (let the flusher catch up)');
   return report;
+}
+
+/**
+ * Reservations whose record in Redis may not be the ledger's: those of events kept apart (Redis'
+ * other timeline) and those of ledger events Redis lost (past its sequence number, or past where its
+ * timeline left the ledger's). A refund Redis alone remembers, or a commit the ledger never had, must
+ * not act on the repaired pool: such a record would give back credits the ledger never charged.
+ */
+async function reservationsSinceDivergence(db: pg.Pool, accountId: string, redisSeq: bigint): Promise<string[]> {
+  const rows = (await db.query<{ id: string }>(`
+    WITH diverged AS (
+      SELECT seq, payload->>'reservationId' AS id FROM ledger_conflicts WHERE account_id = $1 AND repaired_at IS NULL
+    ), since AS (
+      SELECT least($2::bigint, coalesce((SELECT min(seq) - 1 FROM diverged), $2::bigint)) AS seq
+    )
+    SELECT id FROM diverged WHERE id <> ''
+    UNION
+    SELECT reservation_id FROM ledger_events WHERE account_id = $1 AND seq > (SELECT seq FROM since) AND reservation_id <> ''`,
+  [accountId, redisSeq.toString()])).rows;
+  return rows.map((r) => r.id);
 }
 
 /** How many sequence numbers in (after, upTo] have an event kept apart and not yet repaired. */

@@ -36,6 +36,8 @@ export interface RestoredPool {
   spaces: Array<{ id: string; fields: Record<string, string> }>;
   promos: Array<{ id: string; expires: string; left: string }>;
   holds: Array<{ id: string; expires: string; fields: Record<string, string> }>;
+  /** Replace mode: reservations whose Redis record may not be the ledger's (touched since Redis' data diverged): dropped first. */
+  forget?: string[];
 }
 
 /** A pool's auto-refill state in Redis. */

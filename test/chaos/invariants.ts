@@ -270,15 +270,25 @@ export async function checkInvariants(
       violations.add('failed-charged', `${reservationId}: released/expired for the client but charged ${inPostgres.charged} in Postgres`);
     }
   }
+  const opKey = (op: HistoryOp) => (op.input.kind === 'grant' ? `grant/${op.input.grantId}` : op.input.kind === 'refund' ? `refund/${op.input.refundId}` : '');
+  const okByKey = new Map<string, HistoryOp[]>();
+  for (const op of history.ops) if (op.outcome === 'ok' && opKey(op) !== '') okByKey.set(opKey(op), [...(okByKey.get(opKey(op)) ?? []), op]);
+  // Redis forgets an operation id with the data a power loss takes: a repeat of one acknowledged
+  // within the window before the loss, sent after it, is applied again (the documented window).
+  const repeatedAcrossLoss = (key: string) => {
+    const ops = okByKey.get(key) ?? [];
+    return losses.some((k) => ops.some((o) => o.wallReturn <= k && o.wallReturn >= k - durability.windowMs) && ops.some((o) => o.wallCall > k));
+  };
   for (const op of history.ops) {
     if (op.outcome !== 'ok' || (op.input.kind !== 'grant' && op.input.kind !== 'refund')) continue;
-    const key = op.input.kind === 'grant' ? `grant/${op.input.grantId}` : `refund/${op.input.refundId}`;
+    const key = opKey(op);
     const n = opIds.get(key) ?? 0;
     // A refund replay (same id) answers ok without a second event; a first refund of 0 is refused.
     if (n !== 1) {
       if (n === 0 && inWindow(op)) lostWithinWindow++;
       else if (n === 0 && inConflicts.has(key)) droppedByRepair++;
       else if (losses.some((k) => op.wallReturn < k)) lossAffected++;
+      else if (n === 2 && repeatedAcrossLoss(key)) lossAffected++;
       else violations.add('acknowledged-lost', `${describeOp(op)}: ${n} ${op.input.kind} events in Postgres`);
     }
   }
@@ -286,7 +296,7 @@ export async function checkInvariants(
   for (const key of opIds.keys()) if (!sentIds.has(key)) violations.add('failed-charged', `${key} in Postgres, never sent`);
 
   // ── duplicates answered the same ──
-  checkDuplicates(history, violations, losses);
+  checkDuplicates(history, violations, losses, new Set(conflictRows.flatMap((r) => (r.reservation ? [r.reservation] : []))));
   for (const op of history.internalErrors) violations.add('internal-error', describeOp(op));
 
   let chargedInPostgres = 0n;
@@ -301,7 +311,7 @@ function balancesOf(op: HistoryOp): Array<Record<string, number>> {
 }
 
 /** Requests sent more than once (same ids, same parameters) must get the same essential answer. */
-function checkDuplicates(history: History, violations: Violations, powerLossesAtMs: number[]): void {
+function checkDuplicates(history: History, violations: Violations, powerLossesAtMs: number[], droppedByRepair: ReadonlySet<string>): void {
   const first = new Map<string, { op: HistoryOp; answer: string }>();
   for (const op of history.ops) {
     if (op.outcome !== 'ok' || !op.output?.ok) continue;
@@ -327,6 +337,8 @@ function checkDuplicates(history: History, violations: Violations, powerLossesAt
     if (!seen) first.set(key, { op, answer });
     // A power loss may take the first answer with it (the request id's memory too).
     else if (powerLossesAtMs.some((k) => seen.op.wallCall < k && op.wallReturn > k)) continue;
+    // A hold Redis made on a timeline the repair then dropped is void: a repeat of its request holds anew.
+    else if (seen.op.output?.ok && seen.op.output.kind === 'reserve' && droppedByRepair.has(seen.op.output.reservationId)) continue;
     else if (seen.answer !== answer) violations.add('duplicate-answer', `${describeOp(seen.op)} then ${describeOp(op)}`);
   }
 }

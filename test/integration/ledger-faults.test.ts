@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { status } from '@grpc/grpc-js';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { pino, type Logger } from 'pino';
@@ -675,12 +676,14 @@ describe('Redis restarted from its AOF', () => {
     const accounts = Array.from({ length: 4 }, (_, i) => `tail-${i}`);
     await withRedisMeterd('everysec', accounts, async (env) => {
       const { server, t } = env;
+      const committed: Record<string, string[]> = {};
       const pairs = async (round: string, n: number, credits: bigint): Promise<bigint> => {
         let charged = 0n;
         for (const accountId of accounts) {
           for (let i = 0; i < n; i++) {
             const hold = await t.clients.metering.reserveCredits({ accountId, feature: 'work', credits: 4n, requestId: `${round}-${i}`, userId: '', labels: {} });
             charged += (await t.clients.metering.commitReservation({ reservationId: hold.reservationId, credits })).chargedCredits;
+            (committed[round] ??= []).push(hold.reservationId);
           }
         }
         return charged;
@@ -744,6 +747,13 @@ describe('Redis restarted from its AOF', () => {
       for (const accountId of accounts) {
         const balance = await t.clients.metering.getBalance({ accountId });
         expect(balance.held).toBe(0n); // the repaired pool is the ledger's: no hold of the lost timeline
+      }
+      // A charge only the lost timeline made cannot be refunded (that would give back credits the
+      // ledger never charged); one the ledger has, Redis lost, is not refundable from Redis either.
+      for (const reservationId of [committed.c?.at(-1), committed.b?.at(-1)]) {
+        const refund = await t.clients.admin.refundCharge({ reservationId: reservationId as string, credits: 1n, refundId: `rf-${reservationId}`, reason: '' })
+          .then(() => 'refunded', (err: { code?: number }) => err.code);
+        expect(refund).toBe(status.NOT_FOUND);
       }
       const conflictsBeforeD = conflictCount(env) + conflictCount(env, 'diverged');
       await pairs('d', 2, 1n);

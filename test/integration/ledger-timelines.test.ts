@@ -94,68 +94,89 @@ describe('ledger timelines: events of a Redis that lost data never mix into the 
     return out;
   }
 
-  it('whatever order its batches arrive in (those past Postgres\' last event in sequence order), the new timeline is kept apart whole', async () => {
-    await fc.assert(fc.asyncProperty(
-      fc.record({
-        m: fc.integer({ min: 0, max: 5 }),
-        lost: fc.integer({ min: 1, max: 6 }), // N - M: events Postgres has and Redis lost
-        beyond: fc.integer({ min: -5, max: 6 }), // R - N: how far the new timeline runs past Postgres
-        ledgerOrder: fc.array(fc.nat(), { maxLength: 20 }),
-        newOrder: fc.array(fc.nat(), { maxLength: 20 }),
-        ledgerCuts: fc.array(fc.nat(), { maxLength: 5 }),
-        newCuts: fc.array(fc.nat(), { maxLength: 6 }),
-        redelivered: fc.nat(),
-      }),
-      async ({ m, lost, beyond, ledgerOrder, newOrder, ledgerCuts, newCuts, redelivered }) => {
-        const accountId = `tl-${pools++}`;
-        const n = m + lost;
-        const r = Math.max(m + 1, n + beyond);
-        const ledger = timeline(accountId, 1, 1, n, '');
-        const diverged = timeline(accountId, 2, m + 1, r, m === 0 ? '' : sidOf(1, m));
-        const shuffle = (events: LedgerEvent[], keys: number[]) =>
-          events.map((e, i) => ({ e, k: keys[i] ?? i })).sort((a, b) => a.k - b.k).map((x) => x.e);
-        // Any order, except that events past N arrive in sequence order (else one past N+1 cannot be
-        // judged when it arrives: see the stranded case below).
-        const past = (e: LedgerEvent) => e.seq > BigInt(n);
-        const order = shuffle(diverged, newOrder);
-        const chained = order.filter(past).sort((a, b) => (a.seq < b.seq ? -1 : 1));
-        const delivery = order.map((e) => (past(e) ? (chained.shift() as LedgerEvent) : e));
+  async function parkedCount(accountId: string): Promise<number> {
+    return Number((await db.query<{ n: string }>('SELECT count(*) AS n FROM ledger_parked WHERE account_id = $1', [accountId])).rows[0]?.n);
+  }
 
-        for (const batch of batches(shuffle(ledger, ledgerOrder), ledgerCuts)) await flush(batch);
-        const results: WriteResult[] = [];
-        for (const batch of batches(delivery, newCuts)) results.push(await flush(batch));
-        const again = batches(delivery, newCuts)[redelivered % Math.max(1, batches(delivery, newCuts).length)] ?? [];
-        const replay = await flush(again); // a batch delivered twice (a crash between COMMIT and XACK)
+  const shuffle = (events: LedgerEvent[], keys: number[]) =>
+    events.map((e, i) => ({ e, k: keys[i] ?? i })).sort((a, b) => a.k - b.k).map((x) => x.e);
 
-        const { ledger: rows, apart } = await stored(accountId);
-        expect(rows.map((x) => x.stream_entry_id)).toEqual(ledger.map((e) => e.streamEntryId));
-        expect(apart.map((x) => [x.stream_entry_id, x.reason])).toEqual(diverged.map((e) =>
-          [e.streamEntryId, e.seq <= BigInt(n) ? 'payload_differs' : 'diverged']));
-        expect(results.flatMap((x) => x.stranded)).toEqual([]);
-        expect(replay.inserted).toBe(0);
-      },
-    ), { seed: FUZZ_SEED, numRuns: FUZZ_RUNS });
+  const scenario = fc.record({
+    m: fc.integer({ min: 0, max: 5 }),
+    lost: fc.integer({ min: 1, max: 6 }), // N - M: events Postgres has and Redis lost
+    beyond: fc.integer({ min: -5, max: 6 }), // R - N: how far the new timeline runs past Postgres
+    ledgerOrder: fc.array(fc.nat(), { maxLength: 20 }),
+    newOrder: fc.array(fc.nat(), { maxLength: 20 }),
+    ledgerCuts: fc.array(fc.nat(), { maxLength: 5 }),
+    newCuts: fc.array(fc.nat(), { maxLength: 6 }),
+    redelivered: fc.nat(),
   });
 
-  it('an event past Postgres\' last one flushed before the one it follows cannot be judged: once that one is found diverged, it is reported stranded', async () => {
-    const accountId = 'tl-stranded';
-    const ledger = timeline(accountId, 1, 1, 4, '');
-    const diverged = timeline(accountId, 2, 3, 6, sidOf(1, 2)); // Redis went back to 2, ran on to 6
-    await flush(ledger);
-    await flush(diverged.slice(0, 2)); // 3 and 4: payload conflicts
-    expect((await flush([diverged[3] as LedgerEvent])).inserted).toBe(1); // 6 before 5: not judged
-    const late = await flush([diverged[2] as LedgerEvent]); // 5 breaks the chain at 4: diverged
-    expect(late.diverged).toEqual([`${accountId}/5`]);
-    expect(late.stranded).toEqual([`${accountId}/6`]);
+  function timelines({ m, lost, beyond }: { m: number; lost: number; beyond: number }) {
+    const accountId = `tl-${pools++}`;
+    const n = m + lost;
+    const r = Math.max(m + 1, n + beyond);
+    return { accountId, n, ledger: timeline(accountId, 1, 1, n, ''), diverged: timeline(accountId, 2, m + 1, r, m === 0 ? '' : sidOf(1, m)) };
+  }
+
+  it('after a data loss, whatever order the new timeline\'s batches arrive in, all of it is kept apart and the ledger stays as it was', async () => {
+    await fc.assert(fc.asyncProperty(scenario, async (x) => {
+      const { accountId, n, ledger, diverged } = timelines(x);
+      for (const batch of batches(shuffle(ledger, x.ledgerOrder), x.ledgerCuts)) await flush(batch);
+      const delivered = batches(shuffle(diverged, x.newOrder), x.newCuts);
+      for (const batch of delivered) await flush(batch);
+      const replay = await flush(delivered[x.redelivered % Math.max(1, delivered.length)] ?? []); // delivered twice
+
+      const { ledger: rows, apart } = await stored(accountId);
+      expect(rows.map((row) => row.stream_entry_id)).toEqual(ledger.map((e) => e.streamEntryId));
+      expect(apart.map((row) => [row.stream_entry_id, row.reason])).toEqual(diverged.map((e) =>
+        [e.streamEntryId, e.seq <= BigInt(n) ? 'payload_differs' : 'diverged']));
+      expect(await parkedCount(accountId)).toBe(0);
+      expect(replay.inserted).toBe(0);
+    }), { seed: FUZZ_SEED, numRuns: FUZZ_RUNS });
   });
 
-  it('the ledger\'s own events arriving out of order are judged against each other and all kept', async () => {
+  it('whatever the interleaving of two timelines\' batches, the ledger is one unbroken chain and every event is in it or kept apart', async () => {
+    await fc.assert(fc.asyncProperty(scenario, fc.array(fc.nat(), { maxLength: 40 }), async (x, mix) => {
+      const { accountId, ledger, diverged } = timelines(x);
+      const everything = shuffle([...ledger, ...diverged], mix);
+      for (const batch of batches(everything, [...x.ledgerCuts, ...x.newCuts])) await flush(batch);
+
+      const { ledger: rows, apart } = await stored(accountId);
+      const bySid = new Map(everything.map((e) => [e.streamEntryId, e]));
+      rows.forEach((row, i) => {
+        expect(Number(row.seq)).toBe(i + 1);
+        const prev = bySid.get(row.stream_entry_id)?.prevStreamEntryId;
+        expect(prev).toBe(i === 0 ? '' : rows[i - 1]?.stream_entry_id);
+      });
+      expect([...rows, ...apart].map((row) => row.stream_entry_id).sort()).toEqual(everything.map((e) => e.streamEntryId).sort());
+      expect(await parkedCount(accountId)).toBe(0);
+      // The ledger's sums stay those of one timeline: held never below zero.
+      expect(rows.reduce((sum, row) => sum + BigInt(row.held), 0n) >= 0n).toBe(true);
+    }), { seed: FUZZ_SEED, numRuns: FUZZ_RUNS });
+  });
+
+  it('an event flushed before the one it follows waits, parked, and joins right after it', async () => {
     const accountId = 'tl-own';
     const ledger = timeline(accountId, 1, 1, 6, '');
-    for (const i of [5, 2, 0, 3, 1, 4]) {
-      const result = await flush([ledger[i] as LedgerEvent]);
-      expect(result).toMatchObject({ inserted: 1, diverged: [], stranded: [], conflicting: [] });
+    const parkedAfter = [1, 2, 2, 3, 1, 0]; // seq 6, 3, 1 (joins), 4, 2 (2, 3, 4 join), 5 (5, 6 join)
+    for (const [i, step] of [5, 2, 0, 3, 1, 4].entries()) {
+      const result = await flush([ledger[step] as LedgerEvent]);
+      expect(result).toMatchObject({ diverged: [], conflicting: [] });
+      expect(await parkedCount(accountId)).toBe(parkedAfter[i]);
     }
-    expect((await stored(accountId)).ledger.map((x) => Number(x.seq))).toEqual([1, 2, 3, 4, 5, 6]);
+    expect((await stored(accountId)).ledger.map((row) => Number(row.seq))).toEqual([1, 2, 3, 4, 5, 6]);
+  });
+
+  it('a parked event that turns out to follow a kept-apart one is kept apart with it', async () => {
+    const accountId = 'tl-cascade';
+    const ledger = timeline(accountId, 1, 1, 4, '');
+    const diverged = timeline(accountId, 2, 3, 7, sidOf(1, 2)); // Redis went back to 2, ran on to 7
+    await flush(ledger);
+    expect((await flush(diverged.slice(3))).parked).toBe(2); // 6 and 7 before 5
+    await flush(diverged.slice(0, 2)); // 3 and 4: payload conflicts
+    const late = await flush([diverged[2] as LedgerEvent]); // 5 does not chain to the head (4)
+    expect(late.diverged).toEqual([`${accountId}/5`, `${accountId}/6`, `${accountId}/7`]);
+    expect(await parkedCount(accountId)).toBe(0);
   });
 });

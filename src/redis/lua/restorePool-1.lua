@@ -10,7 +10,10 @@
     holds are dropped and written anew; a hold Redis still has open keeps its expiry (in-flight calls
     go on), a hold only Redis knew is dropped (it was never charged, and Postgres wins).
   Input (after the shared arguments): ARGV[5] the pool as JSON (built by src/postgres/rebuild.ts):
-    {id, fields = {...}, spaces = [{id, fields}], promos = [{id, expires, left}], holds = [{id, expires, fields}]}
+    {id, fields = {...}, spaces = [{id, fields}], promos = [{id, expires, left}], holds = [{id, expires, fields}],
+     forget = [reservation id]} — forget (replace mode): reservations touched since Redis' data diverged
+    from the ledger; their records go (a commit or refund Redis alone remembers must not act on the
+    ledger's pool), and those the ledger has open come back with the holds.
     ARGV[6] '' to restore, or the pool's expected sequence number to replace.
   Output: JSON {restored = true, dropped = <holds dropped>} or, in replace mode when the pool moved
     on, {restored = false, seq = <its sequence number now>}; errors: ACCOUNT_EXISTS (restore mode).
@@ -49,6 +52,10 @@ else
     redis.call('DEL', reservationKey(ctx.P, id))
     redis.call('ZREM', expiryKey(ctx.P), id)
     dropped = dropped + 1
+  end
+  for _, id in ipairs(pool.forget or {}) do
+    redis.call('DEL', reservationKey(ctx.P, id))
+    redis.call('ZREM', expiryKey(ctx.P), id)
   end
   redis.call('DEL', key, holdsKey, promoKey(ctx.P, pool.id), promoAmountsKey(ctx.P, pool.id))
   for _, space in ipairs(pool.spaces) do redis.call('DEL', accountKey(ctx.P, space.id)) end
