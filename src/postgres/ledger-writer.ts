@@ -72,8 +72,9 @@ export async function writeLedgerBatch(client: pg.ClientBase, events: LedgerEven
   }
   const conflicts = chained.flatMap((c) => c.payloadDiffers);
   const diverged = chained.flatMap((c) => c.diverged);
-  await keepApart(client, conflicts, 'payload_differs');
-  await keepApart(client, diverged, 'diverged');
+  const replacedBefore = new Map(chained.map((c) => [c.accountId, c.replacedBefore]));
+  await keepApart(client, conflicts, 'payload_differs', replacedBefore);
+  await keepApart(client, diverged, 'diverged', replacedBefore);
   await park(client, chained.flatMap((c) => c.parked), chained.flatMap((c) => c.unparked));
   await moveHeads(client, chained.filter((c) => c.accepted.length > 0));
 
@@ -95,13 +96,15 @@ export async function writeLedgerBatch(client: pg.ClientBase, events: LedgerEven
  * Locks the heads of the batch's pools (in key order: flushes of one pool take turns, and never
  * deadlock), then decides per pool with chainPool what joins the ledger.
  */
-async function chainBatch(client: pg.ClientBase, events: LedgerEvent[]): Promise<Array<ChainOutcome & { accountId: string }>> {
+async function chainBatch(client: pg.ClientBase, events: LedgerEvent[]): Promise<Array<ChainOutcome & { accountId: string; replacedBefore: string }>> {
   const pools = [...new Set(events.map((e) => e.accountId))].sort();
   await client.query(`INSERT INTO ledger_heads (account_id, seq, stream_entry_id) SELECT a, 0, '' FROM unnest($1::text[]) AS a
     ORDER BY a ON CONFLICT (account_id) DO NOTHING`, [pools]);
-  const heads = new Map((await client.query<{ account_id: string; seq: string; stream_entry_id: string }>(
-    'SELECT account_id, seq, stream_entry_id FROM ledger_heads WHERE account_id = ANY($1::text[]) ORDER BY account_id FOR UPDATE', [pools],
-  )).rows.map((r) => [r.account_id, { seq: BigInt(r.seq), streamEntryId: r.stream_entry_id }]));
+  const rows = (await client.query<{ account_id: string; seq: string; stream_entry_id: string; replaced_before: string }>(
+    'SELECT account_id, seq, stream_entry_id, replaced_before FROM ledger_heads WHERE account_id = ANY($1::text[]) ORDER BY account_id FOR UPDATE',
+    [pools])).rows;
+  const heads = new Map(rows.map((r) => [r.account_id, { seq: BigInt(r.seq), streamEntryId: r.stream_entry_id }]));
+  const replacedBefore = new Map(rows.map((r) => [r.account_id, r.replaced_before]));
 
   const candidates = new Map<string, Candidate[]>(pools.map((id) => [id, []]));
   for (const event of events) candidates.get(event.accountId)?.push({ event, parked: false });
@@ -123,6 +126,7 @@ async function chainBatch(client: pg.ClientBase, events: LedgerEvent[]): Promise
 
   return pools.map((accountId) => ({
     accountId,
+    replacedBefore: replacedBefore.get(accountId) ?? '',
     ...chainPool({ head: heads.get(accountId) ?? { seq: 0n, streamEntryId: '' }, candidates: candidates.get(accountId) ?? [], storedHashes, keptApart }),
   }));
 }
@@ -140,15 +144,20 @@ function eventFromJson(json: EventJson): LedgerEvent {
   return event as unknown as LedgerEvent;
 }
 
-/** Never dropped: kept apart for an operator (a redelivered batch adds nothing twice). */
-async function keepApart(client: pg.ClientBase, events: LedgerEvent[], reason: LedgerConflictReason): Promise<void> {
+/**
+ * Never dropped: kept apart for an operator (a redelivered batch adds nothing twice). One from
+ * before the pool's last repair was of the timeline that repair replaced: stored already repaired.
+ */
+async function keepApart(client: pg.ClientBase, events: LedgerEvent[], reason: LedgerConflictReason,
+  replacedBefore: ReadonlyMap<string, string>): Promise<void> {
   if (events.length === 0) return;
   await client.query(`
-    INSERT INTO ledger_conflicts (event_id, account_id, seq, payload, stream_entry_id, reason)
-    SELECT *, $6 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[], $5::text[])
+    INSERT INTO ledger_conflicts (event_id, account_id, seq, payload, stream_entry_id, reason, repaired_at)
+    SELECT i, a, s, p, sid, $6, CASE WHEN m <> '' AND stream_entry_before(sid, m) THEN now() END
+    FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[], $5::text[], $7::text[]) AS x(i, a, s, p, sid, m)
     ON CONFLICT (event_id, stream_entry_id) DO NOTHING`,
   [events.map((e) => e.eventId), events.map((e) => e.accountId), events.map((e) => e.seq.toString()),
-    events.map(eventJson), events.map((e) => e.streamEntryId), reason]);
+    events.map(eventJson), events.map((e) => e.streamEntryId), reason, events.map((e) => replacedBefore.get(e.accountId) ?? '')]);
 }
 
 async function park(client: pg.ClientBase, parked: LedgerEvent[], unparked: LedgerEvent[]): Promise<void> {

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { ProductConfig } from '../config/product-config.js';
 import type { Logger } from '../observability/logger.js';
 import type { RestoredPool } from '../redis/redis-credit-store.js';
+import { inTransaction } from './transaction.js';
 
 /**
  * Rebuilds Redis from the Postgres ledger (meterd rebuild-redis, and at startup when Redis is empty
@@ -96,7 +97,8 @@ export interface RepairReport {
 export interface PoolReplacer {
   /** The pool's sequence number in Redis now; null when Redis does not have it. */
   poolSeq(accountId: string): Promise<bigint | null>;
-  replacePool(pool: RestoredPool, expectedSeq: bigint): Promise<{ replaced: boolean; holdsDropped: number }>;
+  /** mark: Redis' time at the replacement as a stream entry id (events before it are of the replaced timeline). */
+  replacePool(pool: RestoredPool, expectedSeq: bigint): Promise<{ replaced: boolean; holdsDropped: number; mark: string }>;
 }
 
 /** How many times a repair re-reads a pool that moved on while it was being rebuilt. */
@@ -138,9 +140,7 @@ export async function repairPool(db: pg.Pool, product: ProductConfig, nowMs: num
     if (result.replaced) {
       report.outcome = 'repaired';
       report.holdsDropped = result.holdsDropped;
-      // Every event kept apart up to here was of the timeline just replaced.
-      await db.query('UPDATE ledger_conflicts SET repaired_at = now() WHERE account_id = $1 AND repaired_at IS NULL AND seq <= $2',
-        [accountId, (redisSeq > ledgerSeq ? redisSeq : ledgerSeq).toString()]);
+      await markReplaced(db, accountId, result.mark);
       break;
     }
   }
@@ -151,6 +151,20 @@ export async function repairPool(db: pg.Pool, product: ProductConfig, nowMs: num
   }
   else logger?.error(report, 'cannot repair yet: Postgres does not hold every event Redis has (let the flusher catch up)');
   return report;
+}
+
+/**
+ * Every event kept apart from before the repair's mark was of the timeline it replaced: marked
+ * repaired, and so is any the flush keeps apart later (ledger_heads.replaced_before, read under the
+ * pool's head lock, which this takes first) — a straggler of that timeline must not start a repair.
+ */
+async function markReplaced(db: pg.Pool, accountId: string, mark: string): Promise<void> {
+  await inTransaction(db, async (client) => {
+    await client.query(`INSERT INTO ledger_heads (account_id, seq, stream_entry_id, replaced_before) VALUES ($1, 0, '', $2)
+      ON CONFLICT (account_id) DO UPDATE SET replaced_before = excluded.replaced_before`, [accountId, mark]);
+    await client.query(`UPDATE ledger_conflicts SET repaired_at = now()
+      WHERE account_id = $1 AND repaired_at IS NULL AND stream_entry_before(stream_entry_id, $2)`, [accountId, mark]);
+  });
 }
 
 /**

@@ -361,11 +361,11 @@ export class RedisCreditStore implements CreditStore {
    * `expectedSeq` (else `replaced` is false and `seq` says where it is now). `holdsDropped`: holds
    * only Redis knew, gone with it.
    */
-  async replacePool(pool: RestoredPool, expectedSeq: bigint): Promise<{ replaced: boolean; seq: bigint; holdsDropped: number }> {
+  async replacePool(pool: RestoredPool, expectedSeq: bigint): Promise<{ replaced: boolean; seq: bigint; holdsDropped: number; mark: string }> {
     const reply = await this.writePool(pool, expectedSeq.toString());
     return reply.restored === true
-      ? { replaced: true, seq: BigInt(pool.fields.seq ?? '0'), holdsDropped: Number(reply.dropped ?? 0) }
-      : { replaced: false, seq: BigInt(String(reply.seq ?? '0')), holdsDropped: 0 };
+      ? { replaced: true, seq: BigInt(pool.fields.seq ?? '0'), holdsDropped: Number(reply.dropped ?? 0), mark: String(reply.mark ?? '') }
+      : { replaced: false, seq: BigInt(String(reply.seq ?? '0')), holdsDropped: 0, mark: '' };
   }
 
   private async writePool(pool: RestoredPool, expectedSeq: string): Promise<Reply> {

@@ -554,7 +554,7 @@ describe('bad input through gRPC: refused with the field and the limit, nothing 
         const pool = Object.keys(redisAfter).find((key) => key.endsWith(`:a/${fixture.root}`)) as string;
         const fieldsChanged = Object.entries(redisAfter[pool] as Record<string, string>)
           .filter(([field, value]) => (redisBefore[pool] as Record<string, string>)[field] !== value).map(([field]) => field).sort();
-        expect(fieldsChanged).toEqual(['al', 'alv', 'seq']);
+        expect(fieldsChanged).toEqual(['al', 'alv', 'lsid', 'seq']); // the alert's ledger event
         const ledger = Object.keys(redisAfter).find((key) => key.endsWith(':ledger') && JSON.stringify(redisAfter[key]) !== JSON.stringify(redisBefore[key])) as string;
         const added = (redisAfter[ledger] as Array<[string, string[]]>).slice((redisBefore[ledger] as unknown[]).length);
         expect(added.map(([, fields]) => fields[fields.indexOf('kind') + 1])).toEqual(['alert']);

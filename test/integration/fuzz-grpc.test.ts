@@ -373,7 +373,7 @@ describe('gRPC fuzzing: every call answers cleanly, refusals change nothing, the
         const was = await fromDump(before.get(key) as string, (scratch) => inspect.hgetall(scratch));
         const now = await inspect.hgetall(key);
         const fields = [...new Set([...Object.keys(was), ...Object.keys(now)])].filter((f) => was[f] !== now[f]);
-        if (fields.some((f) => !['al', 'alv', 'seq'].includes(f))) forbidden.push(`${change} (fields ${fields.join(', ')})`);
+        if (fields.some((f) => !['al', 'alv', 'lsid', 'seq'].includes(f))) forbidden.push(`${change} (fields ${fields.join(', ')})`);
       } else forbidden.push(change);
     }
     return forbidden;

@@ -12,10 +12,13 @@ ALTER TABLE ledger_conflicts ADD COLUMN reason text NOT NULL DEFAULT 'payload_di
 
 -- Per pool, the ledger's last event: every event from 1 up to it is stored. Each flush transaction
 -- locks the heads of its pools (in key order) first, so flushes of one pool take turns.
+-- replaced_before: the last repair's mark in Redis' stream (its Redis time as an entry id): an
+-- event kept apart from before it was of a timeline that repair replaced (kept, marked repaired).
 CREATE TABLE ledger_heads (
   account_id       text PRIMARY KEY,
   seq              bigint NOT NULL,
-  stream_entry_id  text NOT NULL
+  stream_entry_id  text NOT NULL,
+  replaced_before  text NOT NULL DEFAULT ''
 );
 INSERT INTO ledger_heads (account_id, seq, stream_entry_id)
 SELECT DISTINCT ON (account_id) account_id, seq, stream_entry_id FROM ledger_events ORDER BY account_id, seq DESC;
@@ -30,3 +33,8 @@ CREATE TABLE ledger_parked (
   parked_at        timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (account_id, seq, stream_entry_id)
 );
+
+-- Stream entry ids ("<ms>-<n>") in order: a before b.
+CREATE FUNCTION stream_entry_before(a text, b text) RETURNS boolean IMMUTABLE LANGUAGE sql AS $$
+  SELECT (split_part(a, '-', 1)::bigint, split_part(a, '-', 2)::bigint) < (split_part(b, '-', 1)::bigint, split_part(b, '-', 2)::bigint)
+$$;

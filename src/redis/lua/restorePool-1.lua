@@ -15,8 +15,10 @@
     from the ledger; their records go (a commit or refund Redis alone remembers must not act on the
     ledger's pool), and those the ledger has open come back with the holds.
     ARGV[6] '' to restore, or the pool's expected sequence number to replace.
-  Output: JSON {restored = true, dropped = <holds dropped>} or, in replace mode when the pool moved
-    on, {restored = false, seq = <its sequence number now>}; errors: ACCOUNT_EXISTS (restore mode).
+  Output: JSON {restored = true, dropped = <holds dropped>, mark = <Redis time as a stream entry id:
+    every event of the pool appended before this call has a smaller id, every one after a larger>}
+    or, in replace mode when the pool moved on, {restored = false, seq = <its sequence number now>};
+    errors: ACCOUNT_EXISTS (restore mode).
 ]]
 --- @include "includes/numbers"
 --- @include "includes/keys"
@@ -78,4 +80,6 @@ for _, hold in ipairs(pool.holds) do
   redis.call('ZADD', poolHoldsKey(ctx.P, pool.id), expires, hold.id)
   redis.call('ZADD', expiryKey(ctx.P), expires, hold.id)
 end
-return cjson.encode({ restored = true, dropped = dropped })
+local now = redis.call('TIME')
+local mark = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000)) .. '-0'
+return cjson.encode({ restored = true, dropped = dropped, mark = mark })
