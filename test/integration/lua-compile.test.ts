@@ -34,7 +34,7 @@ const SMOKE: Record<string, { args: string[]; reply: Record<string, unknown> }> 
   expireReservations: { args: ['10'], reply: { expired: 0, credits: '0', more: false } },
   placeAccountStub: { args: ['stub-smoke', '3'], reply: {} },
   trimLedger: { args: ['flush'], reply: { trimmed: 0, below: '0-0' } },
-  restorePool: { args: ['{"id":"lc-pool","fields":{"plan":"free"},"spaces":{},"promos":{},"holds":{}}', ''], reply: { restored: true, dropped: 0 } },
+  restorePool: { args: ['{"id":"lc-pool","fields":{"plan":"free"},"spaces":{},"promos":{},"holds":{}}', ''], reply: { restored: true, dropped: 0, mark: expect.stringMatching(/^\d{13,}-0$/) } },
   snapshotLedger: { args: ['10', 'nobody'], reply: { pools: {}, entries: {}, complete: true } },
   setRefill: { args: ['nobody', '10', '1'], reply: { e: 'ACCOUNT_NOT_FOUND', account_id: 'nobody' } },
 };

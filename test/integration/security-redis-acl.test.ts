@@ -54,6 +54,7 @@ const SERVER_COMMANDS = [
 const LUA_COMMANDS = [
   'del', 'exists', 'get', 'set', 'pexpire', 'hdel', 'hget', 'hgetall', 'hincrby', 'hmget', 'hset',
   'zadd', 'zrange', 'zrangebyscore', 'zrem', 'zscore', 'xadd', 'xinfo|groups', 'xpending', 'xrange', 'xtrim',
+  'time', // a repair's mark in the ledger stream (restorePool)
 ];
 /** The production ACL (README): nothing but these commands, nothing but meterd's keys, no channels. */
 const ACL_RULES = ['on', `>${ACL_PASSWORD}`, 'resetkeys', `~${KEY_PREFIX}:*`, 'resetchannels', '-@all',
