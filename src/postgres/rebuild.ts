@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { OPERATION_ID_RETENTION_SECONDS } from '../config/limits.js';
 import type { ProductConfig } from '../config/product-config.js';
 import type { Logger } from '../observability/logger.js';
 import type { RestoredPool } from '../redis/redis-credit-store.js';
@@ -136,6 +137,7 @@ export async function repairPool(db: pg.Pool, product: ProductConfig, nowMs: num
     const refill = (await refillThresholdsOf(db, accountId)).get(accountId);
     const pool = rebuildPool(root, spaces, events, product, nowMs, refill);
     pool.forget = await reservationsSinceDivergence(db, accountId, redisSeq);
+    pool.forgetOperations = await operationsKeptApart(db, accountId);
     const result = await redis.replacePool(pool, redisSeq);
     if (result.replaced) {
       report.outcome = 'repaired';
@@ -187,6 +189,15 @@ async function reservationsSinceDivergence(db: pg.Pool, accountId: string, redis
   return rows.map((r) => r.id);
 }
 
+/** Grant and adjustment ids only a replaced timeline applied: Redis forgets them, so a retry applies them to the ledger's pool. */
+async function operationsKeptApart(db: pg.Pool, accountId: string): Promise<Array<{ kind: string; id: string }>> {
+  return (await db.query<{ kind: string; id: string }>(`
+    SELECT DISTINCT c.payload->>'kind' AS kind, c.payload->>'opId' AS id FROM ledger_conflicts c
+    WHERE c.account_id = $1 AND c.repaired_at IS NULL AND c.payload->>'kind' IN ('grant', 'adjust') AND c.payload->>'opId' <> ''
+      AND NOT EXISTS (SELECT 1 FROM ledger_events e WHERE e.account_id = $1 AND e.kind = c.payload->>'kind' AND e.op_id = c.payload->>'opId')`,
+  [accountId])).rows;
+}
+
 /** How many sequence numbers in (after, upTo] have an event kept apart and not yet repaired. */
 async function keptApartBetween(db: pg.Pool, accountId: string, after: bigint, upTo: bigint): Promise<bigint> {
   const row = (await db.query<{ n: string }>(
@@ -222,6 +233,28 @@ async function refillThresholdsOf(db: pg.Pool, accountId?: string): Promise<Map<
     FROM auto_refill_settings s WHERE s.enabled${accountId === undefined ? '' : ' AND s.account_id = $1'}`,
   accountId === undefined ? [] : [accountId])).rows;
   return new Map(rows.map((r) => [r.account_id, { threshold: r.threshold_credits, pendingSinceMs: r.pending_ms ?? '' }]));
+}
+
+/**
+ * The grant and adjustment ids Redis remembers (grantCredits-1.lua, adjustCredits-1.lua: the id with
+ * the request's fingerprint, for OPERATION_ID_RETENTION_SECONDS), as the ledger has them: a retry of
+ * one the ledger holds replays instead of granting again.
+ */
+function rememberedOperations(events: EventRow[], nowMs: number): NonNullable<RestoredPool['operations']> {
+  const retentionMs = OPERATION_ID_RETENTION_SECONDS * 1000;
+  return events.flatMap((e) => {
+    const ttl = retentionMs - (nowMs - Number(e.occurred_at_ms));
+    if (e.op_id === '' || ttl <= 0) return [];
+    if (e.kind === 'grant') {
+      const fingerprint = e.promo !== '0' ? `PROMO/${e.promo}/${e.expires_at_ms ?? ''}` : `PACK/${e.pack}/`;
+      return [{ kind: 'grant', id: e.op_id, fingerprint, ttlMs: String(ttl) }];
+    }
+    if (e.kind === 'adjust') {
+      const delta = BigInt(e.trial) + BigInt(e.allowance) + BigInt(e.promo) + BigInt(e.pack);
+      return [{ kind: 'adjust', id: e.op_id, fingerprint: delta.toString(), ttlMs: String(ttl) }];
+    }
+    return [];
+  });
 }
 
 /** A pool as Redis would hold it after its events. Not restored: the alert state (an alert may be raised again once). */
@@ -326,5 +359,5 @@ function rebuildPool(root: AccountRow, spaces: AccountRow[], events: EventRow[],
     };
   });
 
-  return { id: root.account_id, fields, spaces: restoredSpaces, promos, holds };
+  return { id: root.account_id, fields, spaces: restoredSpaces, promos, holds, operations: rememberedOperations(events, nowMs) };
 }

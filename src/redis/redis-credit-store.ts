@@ -38,6 +38,9 @@ export interface RestoredPool {
   holds: Array<{ id: string; expires: string; fields: Record<string, string> }>;
   /** Replace mode: reservations whose Redis record may not be the ledger's (touched since Redis' data diverged): dropped first. */
   forget?: string[];
+  /** Grant and adjustment ids as the ledger has them (remembered again), and those only a replaced timeline applied (forgotten). */
+  operations?: Array<{ kind: string; id: string; fingerprint: string; ttlMs: string }>;
+  forgetOperations?: Array<{ kind: string; id: string }>;
 }
 
 /** A pool's auto-refill state in Redis. */

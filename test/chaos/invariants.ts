@@ -270,25 +270,15 @@ export async function checkInvariants(
       violations.add('failed-charged', `${reservationId}: released/expired for the client but charged ${inPostgres.charged} in Postgres`);
     }
   }
-  const opKey = (op: HistoryOp) => (op.input.kind === 'grant' ? `grant/${op.input.grantId}` : op.input.kind === 'refund' ? `refund/${op.input.refundId}` : '');
-  const okByKey = new Map<string, HistoryOp[]>();
-  for (const op of history.ops) if (op.outcome === 'ok' && opKey(op) !== '') okByKey.set(opKey(op), [...(okByKey.get(opKey(op)) ?? []), op]);
-  // Redis forgets an operation id with the data a power loss takes: a repeat of one acknowledged
-  // within the window before the loss, sent after it, is applied again (the documented window).
-  const repeatedAcrossLoss = (key: string) => {
-    const ops = okByKey.get(key) ?? [];
-    return losses.some((k) => ops.some((o) => o.wallReturn <= k && o.wallReturn >= k - durability.windowMs) && ops.some((o) => o.wallCall > k));
-  };
   for (const op of history.ops) {
     if (op.outcome !== 'ok' || (op.input.kind !== 'grant' && op.input.kind !== 'refund')) continue;
-    const key = opKey(op);
+    const key = op.input.kind === 'grant' ? `grant/${op.input.grantId}` : `refund/${op.input.refundId}`;
     const n = opIds.get(key) ?? 0;
     // A refund replay (same id) answers ok without a second event; a first refund of 0 is refused.
     if (n !== 1) {
       if (n === 0 && inWindow(op)) lostWithinWindow++;
       else if (n === 0 && inConflicts.has(key)) droppedByRepair++;
       else if (losses.some((k) => op.wallReturn < k)) lossAffected++;
-      else if (n === 2 && repeatedAcrossLoss(key)) lossAffected++;
       else violations.add('acknowledged-lost', `${describeOp(op)}: ${n} ${op.input.kind} events in Postgres`);
     }
   }

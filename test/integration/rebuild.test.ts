@@ -40,6 +40,9 @@ describe('rebuild Redis from Postgres', () => {
     return Object.fromEntries(POOL_FIELDS.map((f) => [f, all[f] ?? '']));
   };
   const balances = () => Promise.all(everyone.map((accountId) => t.clients.metering.getBalance({ accountId })));
+  /** The grant ids Redis remembers (with each request's fingerprint), per root. */
+  const grantIds = () => Promise.all(roots.map(async (id) => Promise.all(['pack', 'promo-dated', 'promo-forever'].map((grantId) =>
+    redis.get(`${partitionPrefix(t.keyPrefix, homePartition(id))}op/${id}/grant/${grantId}`)))));
 
   it('restores every pool from the ledger; lost holds are released as if expired; no drift after', async () => {
     const { admin, metering } = t.clients;
@@ -79,14 +82,19 @@ describe('rebuild Redis from Postgres', () => {
     await t.meterd.sweeper.sweepOnce();
     const expected = await balances();
 
+    const remembered = await grantIds();
+    expect(remembered.flat().every((fingerprint) => fingerprint !== null)).toBe(true);
     // Redis loses everything; Postgres still has the ledger as it was flushed.
     await deleteKeys(LOCAL_REDIS.url as string, `${t.keyPrefix}:*`);
     await new LedgerStreams(redis, t.keyPrefix).ensureGroups();
     const report = await rebuildRedis(db, TEST_PRODUCT, t.clock.nowMs(), (pool) => t.meterd.store.restorePool(pool));
     expect(report).toEqual({ restored: 3, skipped: 0, holdsReleased: 4 });
     for (const accountId of roots) expect(await poolFields(accountId), accountId).toEqual(before[accountId]);
+    expect(await grantIds()).toEqual(remembered); // a retried grant replays instead of granting twice
 
     await t.meterd.sweeper.sweepOnce();
+    expect(await balances()).toEqual(expected);
+    await admin.grantCredits({ accountId: 'rb-a', credits: 30n, kind: GrantKind.GRANT_KIND_PACK, grantId: 'pack', reason: '' });
     expect(await balances()).toEqual(expected);
     expect((await rebuildRedis(db, TEST_PRODUCT, t.clock.nowMs(), (pool) => t.meterd.store.restorePool(pool))).skipped).toBe(3);
 

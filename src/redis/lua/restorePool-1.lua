@@ -11,9 +11,12 @@
     go on), a hold only Redis knew is dropped (it was never charged, and Postgres wins).
   Input (after the shared arguments): ARGV[5] the pool as JSON (built by src/postgres/rebuild.ts):
     {id, fields = {...}, spaces = [{id, fields}], promos = [{id, expires, left}], holds = [{id, expires, fields}],
-     forget = [reservation id]} — forget (replace mode): reservations touched since Redis' data diverged
-    from the ledger; their records go (a commit or refund Redis alone remembers must not act on the
-    ledger's pool), and those the ledger has open come back with the holds.
+     forget = [reservation id], operations = [{kind, id, fingerprint, ttlMs}], forgetOperations = [{kind, id}]}
+    — forget (replace mode): reservations touched since Redis' data diverged from the ledger; their
+    records go (a commit or refund Redis alone remembers must not act on the ledger's pool), and
+    those the ledger has open come back with the holds. operations: grant and adjustment ids the
+    ledger holds, remembered again (a retry replays); forgetOperations: ids only a replaced timeline
+    applied (a retry applies them to the ledger's pool).
     ARGV[6] '' to restore, or the pool's expected sequence number to replace.
   Output: JSON {restored = true, dropped = <holds dropped>, mark = <Redis time as a stream entry id:
     every event of the pool appended before this call has a smaller id, every one after a larger>}
@@ -63,6 +66,10 @@ else
   for _, space in ipairs(pool.spaces) do redis.call('DEL', accountKey(ctx.P, space.id)) end
 end
 
+for _, op in ipairs(pool.forgetOperations or {}) do redis.call('DEL', operationKey(ctx.P, pool.id, op.kind, op.id)) end
+for _, op in ipairs(pool.operations or {}) do
+  redis.call('SET', operationKey(ctx.P, pool.id, op.kind, op.id), op.fingerprint, 'PX', op.ttlMs)
+end
 writeHash(key, pool.fields)
 for _, space in ipairs(pool.spaces) do writeHash(accountKey(ctx.P, space.id), space.fields) end
 for _, promo in ipairs(pool.promos) do
