@@ -6,7 +6,7 @@ import { History } from './history.js';
 import { Violations } from './invariants.js';
 import { checkPools, EXPIRY_TOLERANCE_MS, toOperations } from './linearizable.js';
 import { checkLinearizable } from './linearizability.js';
-import { CHAOS_DEFAULTS, runChaos } from './run.js';
+import { CHAOS_DEFAULTS, type ChaosOptions, type ChaosResult, runChaos } from './run.js';
 import { chaosAccounts } from './workload.js';
 
 /**
@@ -17,10 +17,21 @@ import { chaosAccounts } from './workload.js';
 
 const CI_SEED = 20_261_125;
 
+/** A chaos run that prints its summary, and its whole log when it fails or finds a violation. */
+async function runPrinted(options: Omit<ChaosOptions, 'log'>): Promise<ChaosResult> {
+  const lines: string[] = [];
+  const result = await runChaos({ ...options, log: (line) => lines.push(line) }).catch((err: unknown) => {
+    console.log(lines.join('\n'));
+    throw err;
+  });
+  console.log(result.summary);
+  if (result.violations.count() > 0) console.log(lines.join('\n'));
+  return result;
+}
+
 describe('chaos: a short seeded run with faults of every kind', () => {
   it('keeps every invariant: conservation, non-negative, failed never charged, acknowledged kept, duplicates answered the same, Redis = Postgres, linearizable per pool', async () => {
-    const lines: string[] = [];
-    const result = await runChaos({
+    const result = await runPrinted({
       ...CHAOS_DEFAULTS,
       seed: CI_SEED,
       durationMs: 35_000,
@@ -29,13 +40,7 @@ describe('chaos: a short seeded run with faults of every kind', () => {
       faultIntervalMs: [800, 2_000],
       faultDurationMs: [400, 1_500],
       linearizability: { maxSteps: 1_000_000, timeoutMs: 30_000 },
-      log: (line) => lines.push(line),
-    }).catch((err: unknown) => {
-      console.log(lines.join('\n'));
-      throw err;
     });
-    console.log(result.summary);
-    if (result.violations.count() > 0) console.log(lines.join('\n'));
     expect(result.operations.ok).toBeGreaterThan(0);
     expect([...result.faults.values()].reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
     expect(result.violations.summary()).toBe(new Violations().summary()); // every invariant at 0
@@ -47,20 +52,13 @@ describe('chaos: appendfsync everysec with power losses', () => {
   // refund of a charge only a dropped timeline made): replay with `npm run chaos -- --seconds 30
   // --seed 12 --appendfsync everysec --faults power-loss-redis,kill-meterd,cut-redis`.
   it('keeps every invariant; what a power loss takes is reported (lost within the window, dropped by the repair), never a violation', async () => {
-    const lines: string[] = [];
-    const result = await runChaos({
+    const result = await runPrinted({
       ...CHAOS_DEFAULTS,
       seed: 12,
       durationMs: 30_000,
       appendfsync: 'everysec',
       faults: ['power-loss-redis', 'kill-meterd', 'cut-redis'],
-      log: (line) => lines.push(line),
-    }).catch((err: unknown) => {
-      console.log(lines.join('\n'));
-      throw err;
     });
-    console.log(result.summary);
-    if (result.violations.count() > 0) console.log(lines.join('\n'));
     expect(result.faults.get('power-loss-redis')).toBeGreaterThan(0);
     expect(result.violations.summary()).toBe(new Violations().summary()); // every invariant at 0
   }, 240_000);

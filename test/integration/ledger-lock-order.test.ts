@@ -1,10 +1,8 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseLedgerEvent, type LedgerEvent } from '../../src/domain/ledger-event.js';
-import { migrate } from '../../src/postgres/migrator.js';
 import { writeLedgerBatch } from '../../src/postgres/ledger-writer.js';
-import { dropDatabase, testDatabaseUrl } from '../support/meterd.js';
-import { randomBytes } from 'node:crypto';
+import { migratedTestDatabase } from '../support/meterd.js';
 
 const PERIOD_MS = Date.UTC(2026, 0, 1);
 const seqs = new Map<string, number>();
@@ -30,25 +28,16 @@ function commit(pool: string): LedgerEvent {
  * meanwhile, so a third flush of pool a goes through — and finishes once A commits.
  */
 describe('flushes of one pool take turns', () => {
-  const databaseUrl = testDatabaseUrl(`meterd_lock_${randomBytes(4).toString('hex')}`);
   let db: pg.Pool;
+  let drop: () => Promise<void> = async () => {};
 
   beforeAll(async () => {
-    const admin = new pg.Client({ connectionString: testDatabaseUrl('postgres') });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${new URL(databaseUrl).pathname.slice(1)}`);
-    await admin.end();
-    db = new pg.Pool({ connectionString: databaseUrl, max: 4 });
-    db.on('error', () => {}); // a connection ended by DROP DATABASE at teardown is not a test failure
-    await migrate(db);
+    ({ db, drop } = await migratedTestDatabase('meterd_lock', 4));
     const setup = await db.connect();
     await writeLedgerBatch(setup, [commit('a'), commit('b')]); // both heads and usage rows exist
     setup.release();
   });
-  afterAll(async () => {
-    await db?.end();
-    await dropDatabase(databaseUrl);
-  });
+  afterAll(() => drop());
 
   it('a batch waiting for pool b holds nothing of pool a meanwhile, and finishes once b is free', async () => {
     const laneA = await db.connect();

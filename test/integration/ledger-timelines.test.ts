@@ -1,11 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseLedgerEvent, type LedgerEvent } from '../../src/domain/ledger-event.js';
 import { writeLedgerBatch, type WriteResult } from '../../src/postgres/ledger-writer.js';
-import { migrate } from '../../src/postgres/migrator.js';
-import { dropDatabase, testDatabaseUrl } from '../support/meterd.js';
+import { migratedTestDatabase } from '../support/meterd.js';
 
 const FUZZ_SEED = process.env.FUZZ_SEED === undefined ? undefined : Number(process.env.FUZZ_SEED);
 const FUZZ_RUNS = Number(process.env.FUZZ_RUNS ?? 60);
@@ -43,23 +41,14 @@ function timeline(accountId: string, id: number, from: number, to: number, prevS
  * the repair rebuild a pool with held = -4.
  */
 describe('ledger timelines: events of a Redis that lost data never mix into the ledger', () => {
-  const databaseUrl = testDatabaseUrl(`meterd_timelines_${randomBytes(4).toString('hex')}`);
   let db: pg.Pool;
+  let drop: () => Promise<void> = async () => {};
   let pools = 0;
 
   beforeAll(async () => {
-    const admin = new pg.Client({ connectionString: testDatabaseUrl('postgres') });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${new URL(databaseUrl).pathname.slice(1)}`);
-    await admin.end();
-    db = new pg.Pool({ connectionString: databaseUrl, max: 2 });
-    db.on('error', () => {}); // a connection ended by DROP DATABASE at teardown is not a test failure
-    await migrate(db);
+    ({ db, drop } = await migratedTestDatabase('meterd_timelines', 2));
   });
-  afterAll(async () => {
-    await db?.end();
-    await dropDatabase(databaseUrl);
-  });
+  afterAll(() => drop());
 
   /** One flush transaction; each batch in stream order, as one read of a stream delivers it. */
   async function flush(batch: LedgerEvent[]): Promise<WriteResult> {

@@ -6,6 +6,7 @@ import { startMeterd, type Meterd } from '../../src/app.js';
 import { EXAMPLE_PRODUCT_CONFIG_PATH, loadProductConfig, parseProductConfig, type ProductConfig } from '../../src/config/product-config.js';
 import { loadSettings } from '../../src/config/settings.js';
 import { ManualClock } from '../../src/domain/clock.js';
+import { ensureDatabase, migrate } from '../../src/postgres/migrator.js';
 import { connectClients, type TestClients } from './grpc-clients.js';
 
 /** Where the engine suites run: the machine's Redis, or a Redis Cluster a test started. */
@@ -127,6 +128,22 @@ export function testDatabaseUrl(database: string, server?: string): string {
   const url = new URL(server ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
   url.pathname = `/${database}`;
   return url.toString();
+}
+
+/**
+ * A fresh database with meterd's schema and a pool on it, for tests that drive the Postgres side
+ * alone; `drop` ends the pool and drops the database.
+ */
+export async function migratedTestDatabase(prefix: string, max: number): Promise<{ db: pg.Pool; drop: () => Promise<void> }> {
+  const databaseUrl = testDatabaseUrl(`${prefix}_${randomBytes(4).toString('hex')}`);
+  await ensureDatabase(databaseUrl);
+  const db = new pg.Pool({ connectionString: databaseUrl, max });
+  db.on('error', () => {}); // a connection ended by DROP DATABASE at teardown is not a test failure
+  await migrate(db);
+  return { db, drop: async () => {
+    await db.end();
+    await dropDatabase(databaseUrl);
+  } };
 }
 
 export async function dropDatabase(databaseUrl: string): Promise<void> {
