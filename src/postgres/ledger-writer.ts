@@ -2,20 +2,18 @@ import type pg from 'pg';
 import { type Candidate, chainPool, type ChainOutcome, type LedgerHead, predecessorId } from '../domain/ledger-chain.js';
 import type { LedgerEvent } from '../domain/ledger-event.js';
 
+/** Why events were kept apart in ledger_conflicts. */
+export type LedgerConflictReason = 'payload_differs' | 'diverged';
+
 /**
  * Writes one batch of ledger events and the projections they drive, in the caller's transaction.
  * The events join each pool's ledger as one unbroken chain (chainPool: in order, after the pool's
  * head, chained to it; a redelivery adds nothing, another Redis timeline is kept apart, an event
  * ahead of its predecessor waits in ledger_parked), then projections run only for the events that
  * joined, so a batch delivered twice (a crash between COMMIT and XACK) changes nothing the second time.
- * Every projection is order-independent (upserts that add, or keep the newest), because replicas
- * may commit consecutive batches of one stream in either order. Each upsert that updates rows takes
- * them in key order (ORDER BY), so two flush lanes or replicas writing the same rows at once wait
- * for each other instead of deadlocking.
+ * Flushes of one pool take turns (its head is locked first); the projections stay order-independent
+ * (upserts that add, or keep the newest) and take their rows in key order (ORDER BY).
  */
-/** Why events were kept apart in ledger_conflicts. */
-export type LedgerConflictReason = 'payload_differs' | 'diverged';
-
 export interface WriteResult {
   inserted: number;
   duplicates: number;
@@ -45,8 +43,7 @@ const INSERT_EVENTS = `
   SELECT ${COLUMNS.map(([c]) => (c.endsWith('_ms') ? toMs(c) : c)).join(', ')}
   FROM unnest(${COLUMNS.map(([, type], i) => `$${i + 1}::${type}[]`).join(', ')})
     AS u(${COLUMNS.map(([c]) => c).join(', ')})
-  ON CONFLICT (event_id) DO NOTHING
-  RETURNING event_id`;
+  ON CONFLICT (event_id) DO NOTHING`;
 
 function columnValues(event: LedgerEvent): unknown[] {
   return [
