@@ -21,9 +21,8 @@ export interface WriteResult {
   conflicting: string[];
   /** Event ids of a Redis timeline that diverged from the ledger's (kept in ledger_conflicts): see chainPool. */
   diverged: string[];
-  /** Events that arrived before the one they follow, parked until it comes; parked ones settled now. */
+  /** Events that arrived before the one they follow, parked in ledger_parked until it comes. */
   parked: number;
-  unparked: number;
 }
 
 const COLUMNS = [
@@ -59,7 +58,7 @@ function columnValues(event: LedgerEvent): unknown[] {
 const SETTLED_STATE: Record<string, string> = { commit: 'committed', release: 'released', expire: 'expired' };
 
 export async function writeLedgerBatch(client: pg.ClientBase, events: LedgerEvent[]): Promise<WriteResult> {
-  if (events.length === 0) return { inserted: 0, duplicates: 0, conflicting: [], diverged: [], parked: 0, unparked: 0 };
+  if (events.length === 0) return { inserted: 0, duplicates: 0, conflicting: [], diverged: [], parked: 0 };
   const chained = await chainBatch(client, events);
   const accepted = chained.flatMap((c) => c.accepted);
   if (accepted.length > 0) {
@@ -85,7 +84,6 @@ export async function writeLedgerBatch(client: pg.ClientBase, events: LedgerEven
     conflicting: conflicts.map((e) => e.eventId),
     diverged: diverged.map((e) => e.eventId),
     parked: chained.reduce((sum, c) => sum + c.parked.length, 0),
-    unparked: chained.reduce((sum, c) => sum + c.unparked.length, 0),
   };
 }
 

@@ -80,7 +80,7 @@ export async function rebuildRedis(db: pg.Pool, product: ProductConfig, nowMs: n
  * Events Redis wrote over lost sequence numbers stay in ledger_conflicts with their payloads for an
  * operator: replaying them automatically would re-run charges decided against balances that never
  * existed in the ledger. A ledger whose chain of stream entries breaks (events of two Redis
- * timelines, see judgeTimelines) is not rebuilt from: outcome ledger_diverged, for an operator.
+ * timelines) is not rebuilt from: outcome ledger_diverged, for an operator.
  */
 export interface RepairReport {
   accountId: string;
@@ -209,8 +209,8 @@ async function keptApartBetween(db: pg.Pool, accountId: string, after: bigint, u
 /**
  * Where a pool's ledger stops being one Redis timeline: the sequence number of the first event whose
  * prev is not its previous event's stream entry (events older than the chain carry '' and pass).
- * judgeTimelines keeps such events out as they are flushed; this is the check for the rest (events
- * flushed out of order before their timeline was found diverged).
+ * The flush never stores such a ledger (chainPool in src/domain/ledger-chain.ts); this guards the
+ * rebuild against one written any other way (a restored backup, a hand-edited table).
  */
 function chainBreak(events: EventRow[]): string | undefined {
   for (let i = 1; i < events.length; i++) {
@@ -298,7 +298,7 @@ function rebuildPool(root: AccountRow, spaces: AccountRow[], events: EventRow[],
     held: String(sum('held')), trial_total: root.trial_credits, trial: String(sum('trial')), trial_end: trialEnd,
     pack: String(sum('pack')), promo: String(sum('promo')), low: root.low_balance_threshold, lowp: String(root.low_balance_percent),
     created: root.created_at_ms, seq: events[events.length - 1]?.seq ?? '0', parent: '',
-    // The next event's chain starts at the ledger's last one (see ledger.lua, judgeTimelines).
+    // The next event's chain starts at the ledger's last one (see ledger.lua, chainPool).
     lsid: events[events.length - 1]?.stream_entry_id ?? '',
     promo_next: promoNext === undefined ? '' : String(promoNext),
     rft: refill?.threshold ?? '0', rfp: refill?.pendingSinceMs ?? '',
